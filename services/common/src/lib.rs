@@ -7,7 +7,10 @@
 pub mod address;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod error;
+pub mod events;
+pub mod host;
 pub mod lock;
 pub mod namespace;
 pub mod serve;
@@ -17,4 +20,5 @@ pub mod time;
 
 pub use address::Address;
 pub use config::Config;
+pub use context::ServiceContext;
 pub use namespace::Namespace;

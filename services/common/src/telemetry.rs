@@ -4,6 +4,7 @@
 //! is one trace across the CLI, berthd's services and the shim.
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use opentelemetry::propagation::{Extractor, Injector};
@@ -59,8 +60,11 @@ impl Drop for Telemetry {
 /// unset (e.g. "warn" for the CLI, "info" for berthd).
 pub fn init(service_name: &str, default_filter: &str) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt_layer =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    let fmt_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_filter(filter);
 
     let endpoint = std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|e| !e.trim().is_empty());
     let Some(endpoint) = endpoint else {
