@@ -16,6 +16,7 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+#[allow(dead_code)] // used by images/ps as they land
 /// Bytes in Docker's human form: decimal units, three significant digits ("1.23MB").
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
