@@ -23,6 +23,9 @@ pub const EXIT_FILE: &str = "exit.json";
 pub const EVENT_SPOOL: &str = "events.spool";
 /// The shim's own log (runtime errors, panics).
 pub const SHIM_LOG: &str = "shim.log";
+/// Spec annotation carrying the user as given (`--user`, the image's USER); the shim
+/// resolves it inside the mounted rootfs before creating the container.
+pub const USER_ANNOTATION: &str = "berth.user";
 
 pub fn task_dir(exec_root: &Path, namespace: &str, id: &str) -> PathBuf {
     exec_root.join("tasks").join(namespace).join(id)

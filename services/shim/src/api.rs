@@ -188,9 +188,22 @@ impl Shim for ShimApi {
         if init.status() != ProcessStatus::Running {
             return Err(Status::failed_precondition("the container is not running"));
         }
+        let mut spec = r.process_spec;
+        if !r.user.is_empty() {
+            let resolved = crate::user::resolve(&self.task.rootfs(), &r.user)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let mut process: serde_json::Value = serde_json::from_slice(&spec)
+                .map_err(|e| Status::invalid_argument(format!("bad process spec: {e}")))?;
+            process["user"] = serde_json::json!({
+                "uid": resolved.uid,
+                "gid": resolved.gid,
+                "additionalGids": resolved.additional_gids,
+            });
+            spec = serde_json::to_vec(&process).map_err(|e| Status::internal(e.to_string()))?;
+        }
         let process = Process::new(&r.exec_id, r.terminal, r.stdin, IoHub::new(None));
         self.task.add_exec(process)?;
-        if let Err(err) = std::fs::write(self.task.exec_spec_path(&r.exec_id), &r.process_spec) {
+        if let Err(err) = std::fs::write(self.task.exec_spec_path(&r.exec_id), &spec) {
             self.task.remove_exec(&r.exec_id);
             return Err(Status::internal(format!("writing the exec spec: {err}")));
         }
@@ -323,5 +336,10 @@ async fn forward_output(
         if wanted(chunk.stream) && sender.send(Ok(to_response(chunk))).await.is_err() {
             return;
         }
+    }
+    if let Some(exit) = process.exit() {
+        let item =
+            attach_response::Item::Exit(ProcessExit { exit_status: exit.exit_status, oom_killed: exit.oom_killed });
+        let _ = sender.send(Ok(AttachResponse { item: Some(item) })).await;
     }
 }

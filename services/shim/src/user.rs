@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-pub const USER_ANNOTATION: &str = "berth.user";
+pub use berth_common::task::USER_ANNOTATION;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
