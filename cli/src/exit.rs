@@ -16,7 +16,6 @@ pub struct Exit {
     pub error: Option<anyhow::Error>,
 }
 
-#[allow(dead_code)] // used by the container commands (run, start -a, exec) as they land
 impl Exit {
     /// A container's exit status, passed through silently.
     pub fn status(code: i32) -> Exit {
