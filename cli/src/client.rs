@@ -3,6 +3,7 @@
 use anyhow::Result;
 use berth_common::client::{BerthChannel, ClientContext};
 use berth_common::{Address, Namespace};
+use berth_proto::images::v1::images_client::ImagesClient;
 use berth_proto::system::v1::system_client::SystemClient;
 
 #[derive(Clone)]
@@ -19,5 +20,10 @@ impl Connection {
 
     pub fn system(&self) -> SystemClient<BerthChannel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn images(&self) -> ImagesClient<BerthChannel> {
+        // Inspect answers carry the raw config; allow large ones.
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 }
