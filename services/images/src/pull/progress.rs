@@ -29,6 +29,8 @@ fn view(download: &DownloadState, unpack: &UnpackState, no_unpack: bool, size: u
         Some(Ok(())) if download.present && no_unpack => return Some((LayerStatus::AlreadyExists, 0, true)),
         Some(Ok(())) if no_unpack => return Some((LayerStatus::DownloadComplete, size, true)),
         Some(Ok(())) if unpack.started => return Some((LayerStatus::Extracting, unpack.applied, false)),
+        // Present already: nothing to say until unpacking shows whether it exists too.
+        Some(Ok(())) if download.present => return Some((LayerStatus::Unspecified, 0, false)),
         Some(Ok(())) => return Some((LayerStatus::DownloadComplete, size, false)),
         None => {}
     }
@@ -51,7 +53,7 @@ pub async fn report(download: Download, mut unpack: watch::Receiver<UnpackState>
         let Some((status, current, last_one)) = view(&download_state, &unpack_state, no_unpack, download.size) else {
             return;
         };
-        if last != Some((status, current)) {
+        if last != Some((status, current)) && status != LayerStatus::Unspecified {
             let event = LayerProgress {
                 digest: download.digest.to_string(),
                 status: status as i32,
