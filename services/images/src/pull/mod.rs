@@ -63,6 +63,12 @@ pub async fn pull(state: Arc<State>, namespace: Namespace, request: PullRequest,
     // The image record (written on success) now protects what the lease did.
     let _ = state.db.delete_lease(&namespace, &lease);
     let _ = state.db.flush().await;
+    if result.is_err() {
+        // A failed pull leaves nothing behind: what it fetched or unpacked goes now.
+        if let Err(err) = state.collect_garbage().await {
+            tracing::warn!(error = %err, "cleaning up after a failed pull");
+        }
+    }
     result
 }
 
