@@ -33,6 +33,7 @@ impl Connection {
     }
 
     pub fn images(&self) -> ImagesClient<BerthChannel> {
-        ImagesClient::new(self.channel.clone())
+        // Inspect answers carry the raw config; allow large ones.
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 }

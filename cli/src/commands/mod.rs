@@ -4,14 +4,19 @@ mod completion;
 mod container_options;
 mod create;
 mod exec;
+mod image;
+mod images;
 mod info;
 pub mod inspect;
 mod lifecycle;
 mod logs;
 mod ps;
+mod pull;
+mod rmi;
 mod run;
 mod session;
 mod start;
+mod tag;
 mod top;
 mod version;
 
@@ -55,6 +60,17 @@ pub enum Command {
     Exec(exec::Args),
     /// Display the running processes of a container
     Top(top::Args),
+    /// Download an image from a registry
+    Pull(pull::Args),
+    /// List images
+    Images(images::Args),
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::Command),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(tag::Args),
+    /// Remove one or more images
+    Rmi(rmi::Args),
     /// Show the Berth version information
     Version(version::Args),
     /// Display system-wide information
@@ -87,6 +103,11 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Pull(_) => "pull",
+            Command::Images(_) => "images",
+            Command::Image(_) => "image",
+            Command::Tag(_) => "tag",
+            Command::Rmi(_) => "rmi",
             Command::Version(_) => "version",
             Command::Info(_) => "info",
             Command::Completion(_) => "completion",
@@ -129,6 +150,11 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Pull(args) => pull::run(args, connection).await,
+        Command::Images(args) => images::run(args, connection).await,
+        Command::Image(command) => image::run(command, connection).await,
+        Command::Tag(args) => tag::run(args, connection).await,
+        Command::Rmi(args) => rmi::run(args, connection).await,
         Command::Info(args) => info::run(args, connection).await,
         Command::Version(_) | Command::Completion(_) => Ok(()),
     }
