@@ -371,7 +371,13 @@ impl Meta {
             fsutil::chmod_at(dir, name, self.mode)?;
         }
         for (key, value) in &self.xattrs {
-            set_xattr_tolerant(fsutil::set_xattr_at(dir, name, key, value), key)?;
+            let result = fsutil::set_xattr_at(dir, name, key, value);
+            // The kernel refuses user.* xattrs on symlinks; tar drops those too.
+            let result = match result {
+                Err(err) if is_symlink && err.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                other => other,
+            };
+            set_xattr_tolerant(result, key)?;
         }
         fsutil::set_mtime_at(dir, name, self.mtime, 0)
     }
