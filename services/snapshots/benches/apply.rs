@@ -48,7 +48,7 @@ fn make_layer(target_bytes: u64) -> Vec<u8> {
     };
     let mut written = 0u64;
     let mut index = 0u64;
-    let mut header = |kind: tar::EntryType, size: u64, mode: u32| {
+    let header = |kind: tar::EntryType, size: u64, mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_size(size);
@@ -60,12 +60,16 @@ fn make_layer(target_bytes: u64) -> Vec<u8> {
     };
     while written < target_bytes {
         let dir = format!("usr/lib/pkg{:04}", index / 200);
-        if index % 200 == 0 {
+        if index.is_multiple_of(200) {
             let mut h = header(tar::EntryType::Directory, 0, 0o755);
             builder.append_data(&mut h, format!("{dir}/"), std::io::empty()).unwrap();
         }
         // Every 50th file is big (4-16 MiB); the rest are 1-64 KiB.
-        let size = if index % 50 == 0 { (4 << 20) + (index % 4) * (4 << 20) } else { 1024 + (index * 7919) % (63 * 1024) };
+        let size = if index.is_multiple_of(50) {
+            (4 << 20) + (index % 4) * (4 << 20)
+        } else {
+            1024 + (index * 7919) % (63 * 1024)
+        };
         let data = content(size as usize);
         let mut h = header(tar::EntryType::Regular, size, 0o644);
         builder.append_data(&mut h, format!("{dir}/file{index}"), &data[..]).unwrap();

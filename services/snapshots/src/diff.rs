@@ -251,7 +251,12 @@ impl Core {
     }
 
     /// Streams the merged tree of `key` as an uncompressed tar into `tx`.
-    pub fn export(self: &Arc<Self>, ns: &Namespace, key: &str, tx: mpsc::Sender<std::result::Result<Vec<u8>, Error>>) -> Result<()> {
+    pub fn export(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        key: &str,
+        tx: mpsc::Sender<std::result::Result<Vec<u8>, Error>>,
+    ) -> Result<()> {
         let (record, dirs, _) = self.open_tree_dirs(ns, key)?;
         let whiteouts = self.driver() == Driver::Overlay;
         let _ = record;
@@ -275,7 +280,12 @@ impl Core {
     }
 
     /// Computes the layer of active snapshot `key` and writes it to the content store.
-    pub async fn diff(&self, ns: &Namespace, request: DiffRequest, content: ContentClient<BerthChannel>) -> Result<DiffResponse> {
+    pub async fn diff(
+        &self,
+        ns: &Namespace,
+        request: DiffRequest,
+        content: ContentClient<BerthChannel>,
+    ) -> Result<DiffResponse> {
         let (media_type, output) = output_for(&request.media_type)?;
         let source = self.diff_source(ns, &request.key)?;
         let reference = if request.r#ref.is_empty() {

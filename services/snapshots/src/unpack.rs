@@ -254,7 +254,7 @@ impl Unpacker {
             Err(_) => return Err(not_in_layer()),
         };
         match fsutil::stat_at(target_dir.as_fd(), target_name).map_err(io_at(&target))? {
-            Some(stat) if !fsutil::is_dir(&stat) && !(self.is_overlay() && fsutil::is_whiteout(&stat)) => {}
+            Some(stat) if self.is_linkable(&stat) => {}
             _ => return Err(not_in_layer()),
         }
         let (name, parent) = split(path);
@@ -285,6 +285,12 @@ impl Unpacker {
         fsutil::mknod_at(upper.as_fd(), name, sflag, 0o600, rdev).map_err(io_at(path))?;
         meta.apply_at(upper.as_fd(), name, false).map_err(io_at(path))?;
         Ok(())
+    }
+
+    /// A hard link may point at anything in the layer but a directory or a whiteout.
+    fn is_linkable(&self, stat: &fsutil::Stat) -> bool {
+        let whiteout = self.is_overlay() && fsutil::is_whiteout(stat);
+        !fsutil::is_dir(stat) && !whiteout
     }
 
     fn is_overlay(&self) -> bool {
@@ -393,8 +399,7 @@ impl Meta {
             let ckey = std::ffi::CString::new(key.as_str())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
             // SAFETY: valid fd, NUL-terminated key, buffer of the given length.
-            let rc =
-                unsafe { libc::fsetxattr(file.as_raw_fd(), ckey.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+            let rc = unsafe { libc::fsetxattr(file.as_raw_fd(), ckey.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
             let result = if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
             set_xattr_tolerant(result, key)?;
         }
