@@ -242,8 +242,8 @@ impl Core {
         Ok(out)
     }
 
-    /// Opens the directories of `key`'s tree (see [`Layout::tree_dirs`]).
-    pub fn open_tree_dirs(&self, ns: &Namespace, key: &str) -> Result<(Record, Vec<PathBuf>, Vec<u64>)> {
+    /// The directories of `key`'s tree, top-first (see [`Layout::tree_dirs`]).
+    pub fn tree_dirs_of(&self, ns: &Namespace, key: &str) -> Result<(Record, Vec<PathBuf>, Vec<u64>)> {
         let record = self.get(ns, key)?;
         let chain = self.chain(ns, &record.parent)?;
         let dirs = self.layout.tree_dirs(record.kind, record.id, &chain);

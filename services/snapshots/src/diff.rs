@@ -227,7 +227,7 @@ impl Core {
             return Err(Error::FailedPrecondition(format!("snapshot {key} is not active")));
         }
         let chain = self.chain(ns, &record.parent)?;
-        let dirs: Vec<std::path::PathBuf> = self.layout.tree_dirs(record.kind, record.id, &chain);
+        let top = self.layout.fs(record.id);
         let parent_fs = chain.first().map(|p| self.layout.fs(*p));
         let driver = self.driver();
         let lowers: Vec<std::path::PathBuf> = chain.iter().map(|p| self.layout.fs(*p)).collect();
@@ -235,7 +235,7 @@ impl Core {
             let open = |path: &std::path::PathBuf| {
                 fsutil::open_dir_path(path).map_err(Error::io(format!("opening {}", path.display())))
             };
-            let top = open(&dirs[0])?;
+            let top = open(&top)?;
             match driver {
                 Driver::Overlay => {
                     let lowers = lowers.iter().map(open).collect::<Result<Vec<_>>>()?;
@@ -257,9 +257,8 @@ impl Core {
         key: &str,
         tx: mpsc::Sender<std::result::Result<Vec<u8>, Error>>,
     ) -> Result<()> {
-        let (record, dirs, _) = self.open_tree_dirs(ns, key)?;
+        let (_, dirs, _) = self.tree_dirs_of(ns, key)?;
         let whiteouts = self.driver() == Driver::Overlay;
-        let _ = record;
         tokio::task::spawn_blocking(move || {
             let result = (|| -> Result<()> {
                 let layers = dirs
