@@ -21,7 +21,7 @@ pub struct Cli {
     #[arg(short = 'H', long = "host", env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true)]
     host: Address,
     /// Namespace to work in.
-    #[arg(long, short = 'n', env = "BERTH_NAMESPACE", default_value = "default", global = true)]
+    #[arg(long, env = "BERTH_NAMESPACE", default_value = "default", global = true)]
     namespace: String,
     #[command(subcommand)]
     command: commands::Command,
@@ -53,4 +53,15 @@ fn main() -> ExitCode {
     // Do not wait for a stdin reader blocked in a read: the session is over.
     runtime.shutdown_background();
     exit::report(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Catches clashing flags (clap only checks them when a subcommand is first used).
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -71,10 +71,13 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
     };
     let mut start_failure = None;
     let session = super::session::run(&connection, open, || async {
-        if let Err(status) = start(connection.clone(), exec_id.clone()).await {
-            start_failure = Some(status);
+        match start(connection.clone(), exec_id.clone()).await {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                start_failure = Some(status);
+                Err(anyhow!("the exec did not start"))
+            }
         }
-        Ok(())
     })
     .await;
     if let Some(status) = start_failure {

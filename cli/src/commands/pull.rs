@@ -36,8 +36,16 @@ pub fn parse_platform(text: &str) -> Result<Platform> {
         [os, arch, variant] => (*os, *arch, *variant),
         _ => anyhow::bail!("invalid platform {text:?}: expected os/arch[/variant]"),
     };
-    anyhow::ensure!(!os.is_empty() && !architecture.is_empty(), "invalid platform {text:?}: expected os/arch[/variant]");
-    Ok(Platform { os: os.into(), architecture: architecture.into(), variant: variant.into(), os_version: String::new() })
+    anyhow::ensure!(
+        !os.is_empty() && !architecture.is_empty(),
+        "invalid platform {text:?}: expected os/arch[/variant]"
+    );
+    Ok(Platform {
+        os: os.into(),
+        architecture: architecture.into(),
+        variant: variant.into(),
+        os_version: String::new(),
+    })
 }
 
 /// The registry a reference names, by Docker's rule (a first component with '.' or ':',

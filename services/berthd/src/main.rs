@@ -98,6 +98,9 @@ async fn shutdown_signal() -> Result<&'static str> {
     })
 }
 
+/// How long a stopping daemon waits for open client streams.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn run(config: Config) -> Result<()> {
     let hosted = config.hosted_services();
     for dir in [&config.data_root, &config.exec_root, &config.log_dir] {
@@ -145,8 +148,11 @@ async fn run(config: Config) -> Result<()> {
         }
     }
     shutdown.cancel();
-    for server in servers {
-        let _ = server.await;
+    // Long-lived streams (logs -f, attach, events) would hold a graceful shutdown open
+    // forever; give them a moment to finish, then stop anyway. Containers keep running.
+    let drained = futures::future::join_all(servers);
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!("client streams still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     for address in &ctx.config.hosts {
         if let Address::Unix(path) = address {

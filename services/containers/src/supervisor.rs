@@ -180,6 +180,8 @@ impl Supervisor {
             Ok(shim) => shim,
             Err(err) => {
                 cleanup_task_dir(&task_dir);
+                // Clients waiting to attach to this start see their stream end.
+                drop(entry.take_pending());
                 return Err(err);
             }
         };
@@ -222,6 +224,7 @@ impl Supervisor {
         let pid = match started.await {
             Ok(pid) => pid,
             Err(err) => {
+                drop(entry.take_pending());
                 let _ = shim_client.delete(shim::DeleteRequest { exec_id: String::new() }).await;
                 let _ = shim_client.shutdown(shim::ShutdownRequest { now: true }).await;
                 cleanup_task_dir(&task_dir);

@@ -39,6 +39,8 @@ pub struct Settings {
 /// How long after an exit we wait for the process's output pipes to close (a background
 /// child that kept them open must not hold the exit back forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a shutting-down shim waits for open streams.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub struct Task {
     pub id: String,
@@ -402,9 +404,17 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(ShimServer::new(crate::api::ShimApi::new(task.clone())));
     let shutdown = task.shutdown.clone();
-    berth_common::serve::serve(listener, routes.routes(), async move { shutdown.cancelled().await })
-        .await
-        .context("serving the shim API")?;
+    let serving = berth_common::serve::serve(listener, routes.routes(), async move { shutdown.cancelled().await });
+    // Streams still open at shutdown (an attach to a process that never started) must not
+    // keep the shim alive: give them a moment, then go.
+    let deadline = async {
+        task.shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = serving => result.context("serving the shim API")?,
+        () = deadline => tracing::warn!("streams still open at shutdown; exiting anyway"),
+    }
     let _ = std::fs::remove_file(bundle.join(task::SHIM_SOCKET));
     Ok(())
 }
