@@ -31,6 +31,15 @@ pub fn task_dir(exec_root: &Path, namespace: &str, id: &str) -> PathBuf {
     exec_root.join("tasks").join(namespace).join(id)
 }
 
+/// The shim's API socket: `<exec-root>/s/<hash of namespace and id>`. Not in the task
+/// directory, because unix socket paths are limited to 108 bytes and a task directory
+/// (long state dir, namespace, 64-hex id) can exceed that, as containerd learned.
+pub fn shim_socket(exec_root: &Path, namespace: &str, id: &str) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{namespace}/{id}").as_bytes());
+    exec_root.join("s").join(&hex::encode(digest)[..32])
+}
+
 /// How and when a process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_common::task;
 use berth_common::{Address, Namespace};
 use berth_proto::shim::v1::shim_client::ShimClient;
 
@@ -30,6 +29,7 @@ pub async fn spawn(
     namespace: &Namespace,
     id: &str,
     task_dir: &Path,
+    socket: &Path,
     events_address: &Address,
 ) -> Result<()> {
     let output = tokio::process::Command::new(binary)
@@ -39,6 +39,8 @@ pub async fn spawn(
         .arg(namespace.as_str())
         .arg("--bundle")
         .arg(task_dir)
+        .arg("--socket")
+        .arg(socket)
         .arg("--events-address")
         .arg(events_address.to_string())
         .stdin(std::process::Stdio::null())
@@ -56,9 +58,9 @@ pub async fn spawn(
     Ok(())
 }
 
-/// Connects to the shim serving `task_dir`, giving up after `timeout`.
-pub async fn connect(task_dir: &Path, timeout: Duration) -> Result<Shim> {
-    let address = Address::Unix(task_dir.join(task::SHIM_SOCKET));
+/// Connects to the shim serving on `socket`, giving up after `timeout`.
+pub async fn connect(socket: &Path, timeout: Duration) -> Result<Shim> {
+    let address = Address::Unix(socket.to_path_buf());
     match tokio::time::timeout(timeout, berth_common::client::connect(&address)).await {
         Ok(Ok(channel)) => Ok(ShimClient::new(channel)),
         Ok(Err(e)) => Err(Error::FailedPrecondition(format!("the shim does not answer: {e}"))),

@@ -80,6 +80,10 @@ impl Supervisor {
         task::task_dir(&self.paths.exec_root, namespace.as_str(), id)
     }
 
+    pub fn shim_socket(&self, namespace: &Namespace, id: &str) -> PathBuf {
+        task::shim_socket(&self.paths.exec_root, namespace.as_str(), id)
+    }
+
     pub fn container_dir(&self, namespace: &Namespace, id: &str) -> PathBuf {
         self.paths.data_root.join("containers").join(namespace.as_str()).join(id)
     }
@@ -172,9 +176,11 @@ impl Supervisor {
             .mounts;
 
         let events_address = self.ctx.config.address_of(ServiceName::Events).clone();
+        let socket = self.shim_socket(namespace, &container.id);
         let launched = async {
-            crate::shims::spawn(&self.shim_binary, namespace, &container.id, &task_dir, &events_address).await?;
-            crate::shims::connect(&task_dir, SHIM_CONNECT_TIMEOUT).await
+            crate::shims::spawn(&self.shim_binary, namespace, &container.id, &task_dir, &socket, &events_address)
+                .await?;
+            crate::shims::connect(&socket, SHIM_CONNECT_TIMEOUT).await
         };
         let mut shim_client = match launched.await {
             Ok(shim) => shim,
@@ -593,8 +599,7 @@ impl Supervisor {
     }
 
     async fn recover_one(self: &Arc<Self>, namespace: Namespace, container: Container) {
-        let task_dir = self.task_dir(&namespace, &container.id);
-        match crate::shims::connect(&task_dir, SHIM_CONNECT_TIMEOUT).await {
+        match crate::shims::connect(&self.shim_socket(&namespace, &container.id), SHIM_CONNECT_TIMEOUT).await {
             Ok(mut shim_client) => {
                 let state = shim_client.state(shim::StateRequest { exec_id: String::new() }).await;
                 match state {

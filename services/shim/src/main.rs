@@ -36,6 +36,9 @@ struct Args {
     /// The task directory (runtime bundle); the shim's socket and exit file live here.
     #[arg(long)]
     bundle: PathBuf,
+    /// The API socket to serve on (default: `shim.sock` in the bundle).
+    #[arg(long)]
+    socket: Option<PathBuf>,
     /// Where the event service is reached.
     #[arg(long)]
     events_address: Option<Address>,
@@ -133,6 +136,7 @@ fn run(args: Args, ready: Option<OwnedFd>) -> Result<()> {
         let result = service::serve(service::Settings {
             id: args.id,
             namespace: args.namespace,
+            socket: args.socket.unwrap_or_else(|| args.bundle.join(berth_common::task::SHIM_SOCKET)),
             bundle: args.bundle,
             events_address: args.events_address,
             ready: Box::new(move |result: &Result<()>| report_ready(ready, result)),

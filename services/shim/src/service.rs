@@ -32,6 +32,7 @@ pub struct Settings {
     pub id: String,
     pub namespace: String,
     pub bundle: PathBuf,
+    pub socket: PathBuf,
     pub events_address: Option<Address>,
     pub ready: ReadyReport,
 }
@@ -358,7 +359,7 @@ fn resolve_user_in_spec(bundle: &Path, rootfs: &Path) -> Result<(), RpcStatus> {
 
 /// Runs the shim until it is told to shut down.
 pub async fn serve(settings: Settings) -> Result<()> {
-    let Settings { id, namespace, bundle, events_address, ready } = settings;
+    let Settings { id, namespace, bundle, socket, events_address, ready } = settings;
     let setup = async {
         let namespace = Namespace::new(&namespace).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
         let reaper = Reaper::start().context("installing the SIGCHLD handler")?;
@@ -372,8 +373,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
             }
             None => None,
         };
-        let socket = Address::Unix(bundle.join(task::SHIM_SOCKET));
-        let listener = berth_common::serve::bind(&socket, "").await?;
+        let listener = berth_common::serve::bind(&Address::Unix(socket.clone()), "").await?;
         std::fs::write(bundle.join(task::SHIM_PID_FILE), std::process::id().to_string())
             .context("writing the shim pid file")?;
         let task = Arc::new(Task {
@@ -415,6 +415,6 @@ pub async fn serve(settings: Settings) -> Result<()> {
         result = serving => result.context("serving the shim API")?,
         () = deadline => tracing::warn!("streams still open at shutdown; exiting anyway"),
     }
-    let _ = std::fs::remove_file(bundle.join(task::SHIM_SOCKET));
+    let _ = std::fs::remove_file(&socket);
     Ok(())
 }
