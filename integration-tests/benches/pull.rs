@@ -79,7 +79,10 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.ctr().args(["images", "rm", "--sync"]).output();
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
         berth_integration_tests::cleanup::unmount_below(self._dir.path());
     }
@@ -96,7 +99,10 @@ fn main() {
     fixtures::push_multilayer(&registry.address, "bench:latest", filler);
     let reference = format!("{}/bench:latest", registry.address);
     let registry_bytes: u64 = walk_size(&registry.storage_dir());
-    eprintln!("image pushed: {reference} (registry storage {:.1} MB), {runs} runs per tool", registry_bytes as f64 / 1e6);
+    eprintln!(
+        "image pushed: {reference} (registry storage {:.1} MB), {runs} runs per tool",
+        registry_bytes as f64 / 1e6
+    );
 
     let daemon = Daemon::start();
     let mut berth_times = Vec::new();

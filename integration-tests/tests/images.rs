@@ -25,8 +25,7 @@ async fn snapshots(daemon: &Daemon) -> SnapshotsClient<tonic::transport::Channel
 }
 
 async fn committed_snapshots(daemon: &Daemon) -> Vec<String> {
-    let mut stream =
-        snapshots(daemon).await.list(ListSnapshotsRequest { filters: vec![] }).await.unwrap().into_inner();
+    let mut stream = snapshots(daemon).await.list(ListSnapshotsRequest { filters: vec![] }).await.unwrap().into_inner();
     let mut names = Vec::new();
     while let Some(batch) = stream.next().await {
         names.extend(batch.unwrap().info.into_iter().filter(|i| i.kind == Kind::Committed as i32).map(|i| i.name));
@@ -81,7 +80,11 @@ async fn pull_shows_progress_lists_the_image_and_is_then_up_to_date() {
 
     let out = daemon.berth(&["images"]).success();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].starts_with("REPOSITORY") && lines[0].contains("IMAGE ID") && lines[0].ends_with("SIZE"), "{}", out.stdout);
+    assert!(
+        lines[0].starts_with("REPOSITORY") && lines[0].contains("IMAGE ID") && lines[0].ends_with("SIZE"),
+        "{}",
+        out.stdout
+    );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(&row[..2], &[format!("{}/busybox", registry.address).as_str(), "latest"], "{}", out.stdout);
     assert_eq!(row[2].len(), 12, "{}", out.stdout);
@@ -112,7 +115,14 @@ async fn pull_shows_progress_lists_the_image_and_is_then_up_to_date() {
     let stat = snapshots(&daemon).await.stat(StatSnapshotRequest { key: top }).await.unwrap().into_inner();
     assert_eq!(stat.info.unwrap().kind, Kind::Committed as i32);
 
-    let out = daemon.berth(&["image", "inspect", "--format", "{{.Os}}/{{.Architecture}} {{json .Config.Cmd}}", "busybox-missing", &reference]);
+    let out = daemon.berth(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Os}}/{{.Architecture}} {{json .Config.Cmd}}",
+        "busybox-missing",
+        &reference,
+    ]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("No such image: busybox-missing"), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "linux/amd64 [\"sh\"]");
@@ -128,10 +138,8 @@ async fn layers_with_whiteouts_unpack_in_chain_order() {
     let out = daemon.berth(&["pull", &reference]).success();
     assert_eq!(out.stdout.matches(": Pull complete").count(), 3, "{}", out.stdout);
 
-    let inspect = images(&daemon)
-        .await
-        .inspect(InspectImageRequest { reference: "127.0.0.1-nope".into(), platform: None })
-        .await;
+    let inspect =
+        images(&daemon).await.inspect(InspectImageRequest { reference: "127.0.0.1-nope".into(), platform: None }).await;
     assert_eq!(inspect.unwrap_err().code(), tonic::Code::NotFound);
     let inspect = images(&daemon)
         .await
@@ -149,7 +157,11 @@ async fn layers_with_whiteouts_unpack_in_chain_order() {
 
     // The merged view shows the whiteouts applied.
     let view = client
-        .view(ViewSnapshotRequest { key: "test-view".into(), parent: inspect.chain_ids[2].clone(), labels: Default::default() })
+        .view(ViewSnapshotRequest {
+            key: "test-view".into(),
+            parent: inspect.chain_ids[2].clone(),
+            labels: Default::default(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -159,8 +171,14 @@ async fn layers_with_whiteouts_unpack_in_chain_order() {
         let mount = &view.mounts[0];
         let data = mount.options.join(",");
         let flags = if mount.r#type == "bind" { nix::mount::MsFlags::MS_BIND } else { nix::mount::MsFlags::empty() };
-        nix::mount::mount(Some(mount.source.as_str()), &target, Some(mount.r#type.as_str()), flags, Some(data.as_str()))
-            .unwrap();
+        nix::mount::mount(
+            Some(mount.source.as_str()),
+            &target,
+            Some(mount.r#type.as_str()),
+            flags,
+            Some(data.as_str()),
+        )
+        .unwrap();
         let _unmount = Unmount(target.clone());
         assert_eq!(std::fs::read_to_string(target.join("data/keep.txt")).unwrap(), "keep\n");
         assert_eq!(std::fs::read_to_string(target.join("data/new.txt")).unwrap(), "new\n");
@@ -215,7 +233,9 @@ async fn multi_arch_index_resolves_to_the_host_or_the_requested_platform() {
     // busybox layer already exists.
     let out = daemon.berth(&["pull", "--platform", "linux/arm64", &reference]).success();
     assert!(out.stdout.contains("Already exists"), "{}", out.stdout);
-    let out = daemon.berth(&["image", "inspect", "--platform", "linux/arm64/v8", "-f", "{{.Architecture}}", &reference]).success();
+    let out = daemon
+        .berth(&["image", "inspect", "--platform", "linux/arm64/v8", "-f", "{{.Architecture}}", &reference])
+        .success();
     assert_eq!(out.stdout.trim(), "arm64");
 }
 
@@ -324,12 +344,8 @@ async fn concurrent_pulls_of_one_image_share_the_work() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(daemon.berth(&["images", "-q"]).success().stdout.lines().count(), 1);
-    let inspect = images(&daemon)
-        .await
-        .inspect(InspectImageRequest { reference, platform: None })
-        .await
-        .unwrap()
-        .into_inner();
+    let inspect =
+        images(&daemon).await.inspect(InspectImageRequest { reference, platform: None }).await.unwrap().into_inner();
     assert!(inspect.unpacked);
     assert_eq!(committed_snapshots(&daemon).await.len(), 3);
 }

@@ -38,7 +38,10 @@ async fn client(daemon: &Daemon) -> SnapshotsClient<tonic::transport::Channel> {
     SnapshotsClient::new(channel).max_decoding_message_size(16 << 20)
 }
 
-fn apply_stream(header: ApplyHeader, compressed: Vec<u8>) -> impl futures::Stream<Item = ApplyRequest> + Send + 'static {
+fn apply_stream(
+    header: ApplyHeader,
+    compressed: Vec<u8>,
+) -> impl futures::Stream<Item = ApplyRequest> + Send + 'static {
     let mut messages = vec![ApplyRequest { payload: Some(apply_request::Payload::Header(header)) }];
     for chunk in compressed.chunks(256 * 1024) {
         messages.push(ApplyRequest { payload: Some(apply_request::Payload::Data(chunk.to_vec())) });
@@ -124,14 +127,24 @@ async fn apply_prepare_mount_over_grpc() {
     std::fs::create_dir(&target).unwrap();
     {
         let data = mount.options.join(",");
-        nix::mount::mount(Some(mount.source.as_str()), &target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-            .unwrap();
+        nix::mount::mount(
+            Some(mount.source.as_str()),
+            &target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .unwrap();
         let _unmount = Unmount(target.clone());
-        assert_eq!(std::fs::read(target.join("bin/busybox")).unwrap(), std::fs::read(fixtures::busybox_binary()).unwrap());
+        assert_eq!(
+            std::fs::read(target.join("bin/busybox")).unwrap(),
+            std::fs::read(fixtures::busybox_binary()).unwrap()
+        );
         assert_eq!(std::fs::read_link(target.join("bin/sh")).unwrap(), Path::new("busybox"));
         assert_eq!(std::fs::read(target.join("hello.txt")).unwrap(), b"hello\n");
         assert!(!target.join("etc/passwd").exists(), "deleted by the second layer");
-        let out = fixtures::run(Command::new("chroot").arg(&target).args(["/bin/sh", "-c", "echo ok > /tmp/x; cat /tmp/x"]));
+        let out =
+            fixtures::run(Command::new("chroot").arg(&target).args(["/bin/sh", "-c", "echo ok > /tmp/x; cat /tmp/x"]));
         assert_eq!(out.trim(), "ok");
     }
     assert!(daemon.leftover_mounts().is_empty(), "{:?}", daemon.leftover_mounts());
@@ -150,11 +163,8 @@ async fn apply_prepare_mount_over_grpc() {
     let err = snapshots.remove(RemoveSnapshotRequest { key: diff_id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 
-    let mut listed = snapshots
-        .list(ListSnapshotsRequest { filters: vec!["kind==committed".into()] })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut listed =
+        snapshots.list(ListSnapshotsRequest { filters: vec!["kind==committed".into()] }).await.unwrap().into_inner();
     let mut names = Vec::new();
     while let Some(batch) = listed.message().await.unwrap() {
         names.extend(batch.info.into_iter().map(|i| i.name));

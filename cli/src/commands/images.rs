@@ -55,8 +55,9 @@ struct Row {
 pub fn parse_filters(filters: &[String]) -> anyhow::Result<Vec<Filter>> {
     let mut out: Vec<Filter> = Vec::new();
     for filter in filters {
-        let (key, value) =
-            filter.split_once('=').ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {filter}"))?;
+        let (key, value) = filter
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {filter}"))?;
         match out.iter_mut().find(|f| f.key == key) {
             Some(existing) => existing.values.push(value.to_string()),
             None => out.push(Filter { key: key.to_string(), values: vec![value.to_string()] }),

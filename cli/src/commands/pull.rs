@@ -36,8 +36,16 @@ pub fn parse_platform(text: &str) -> Result<Platform> {
         [os, arch, variant] => (*os, *arch, *variant),
         _ => anyhow::bail!("invalid platform {text:?}: expected os/arch[/variant]"),
     };
-    anyhow::ensure!(!os.is_empty() && !architecture.is_empty(), "invalid platform {text:?}: expected os/arch[/variant]");
-    Ok(Platform { os: os.into(), architecture: architecture.into(), variant: variant.into(), os_version: String::new() })
+    anyhow::ensure!(
+        !os.is_empty() && !architecture.is_empty(),
+        "invalid platform {text:?}: expected os/arch[/variant]"
+    );
+    Ok(Platform {
+        os: os.into(),
+        architecture: architecture.into(),
+        variant: variant.into(),
+        os_version: String::new(),
+    })
 }
 
 /// The registry a reference names, by Docker's rule (a first component with '.' or ':',
@@ -132,6 +140,10 @@ impl Display {
                     _ => {}
                 }
                 if matches!(status, LayerStatus::PullComplete | LayerStatus::AlreadyExists) {
+                    // Like docker: the finished line stays, without a bar.
+                    if let Ok(style) = ProgressStyle::with_template("{prefix}: {msg}") {
+                        bar.set_style(style);
+                    }
                     bar.finish();
                 }
             }
@@ -182,9 +194,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         }
     }
     let done = done.context("the pull ended without a result")?;
-    if let Display::Bars { multi, .. } = &display {
-        let _ = multi.clear();
-    }
+    drop(display);
     if !args.quiet {
         println!("Digest: {}", done.digest);
         let status = if done.updated { "Downloaded newer image for" } else { "Image is up to date for" };

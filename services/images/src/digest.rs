@@ -64,7 +64,8 @@ mod tests {
     fn parses_only_sha256_hex() {
         let ok = format!("sha256:{}", "a".repeat(64));
         assert_eq!(Digest::parse(&ok).unwrap().hex(), "a".repeat(64));
-        for bad in ["", "sha256:", "sha512:abc", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "a".repeat(63))]
+        for bad in
+            ["", "sha256:", "sha512:abc", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "a".repeat(63))]
         {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }

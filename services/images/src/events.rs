@@ -5,7 +5,14 @@ use berth_proto::events::v1::{Event, ImageDelete, ImagePull, ImageTag, event};
 
 use crate::state::State;
 
-async fn publish(state: &State, namespace: &Namespace, topic: &str, action: &str, actor: &str, payload: event::Payload) {
+async fn publish(
+    state: &State,
+    namespace: &Namespace,
+    topic: &str,
+    action: &str,
+    actor: &str,
+    payload: event::Payload,
+) {
     let event = Event {
         r#type: "image".into(),
         action: action.into(),

@@ -77,7 +77,11 @@ impl State {
                 only.target.digest = target.to_string();
                 if let Ok(resolved) = self.resolve(&only, None).await {
                     roots.content.extend(resolved.blobs());
-                    roots.snapshots.entry(namespace.clone()).or_default().extend(resolved.chain_ids.iter().map(|c| c.to_string()));
+                    roots
+                        .snapshots
+                        .entry(namespace.clone())
+                        .or_default()
+                        .extend(resolved.chain_ids.iter().map(|c| c.to_string()));
                 }
                 return;
             }
@@ -91,7 +95,11 @@ impl State {
             one.target = entry.record();
             if let Ok(resolved) = self.resolve(&one, None).await {
                 roots.content.extend(resolved.blobs());
-                roots.snapshots.entry(namespace.clone()).or_default().extend(resolved.chain_ids.iter().map(|c| c.to_string()));
+                roots
+                    .snapshots
+                    .entry(namespace.clone())
+                    .or_default()
+                    .extend(resolved.chain_ids.iter().map(|c| c.to_string()));
             }
         }
     }
@@ -157,7 +165,8 @@ impl State {
             for info in batch.map_err(dependency)?.info {
                 parents.insert(info.name.clone(), info.parent.clone());
                 // Only layer snapshots this service names (chain ids) are its to collect.
-                if info.kind == Kind::Committed as i32 && info.name.starts_with("sha256:") && !keep.contains(&info.name) {
+                if info.kind == Kind::Committed as i32 && info.name.starts_with("sha256:") && !keep.contains(&info.name)
+                {
                     candidates.push(info.name);
                 }
             }

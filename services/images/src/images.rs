@@ -48,7 +48,12 @@ fn glob(pattern: &str, text: &str) -> bool {
 pub fn reference_matches(pattern: &str, name: &str) -> bool {
     let (repository, tag, _) = split_name(name);
     let short = familiar(&repository);
-    let candidates = [short.clone(), repository.clone(), format!("{short}:{}", tag.clone().unwrap_or_default()), format!("{repository}:{}", tag.unwrap_or_default())];
+    let candidates = [
+        short.clone(),
+        repository.clone(),
+        format!("{short}:{}", tag.clone().unwrap_or_default()),
+        format!("{repository}:{}", tag.unwrap_or_default()),
+    ];
     candidates.iter().any(|c| glob(pattern, c))
 }
 
@@ -232,7 +237,12 @@ impl State {
 
     /// `docker rmi`: removing one of several names only untags; removing the last name
     /// (or an id) deletes the image, refused while a container uses it unless forced.
-    pub async fn delete(&self, namespace: &Namespace, reference: &str, force: bool) -> Result<(Vec<String>, Vec<String>)> {
+    pub async fn delete(
+        &self,
+        namespace: &Namespace,
+        reference: &str,
+        force: bool,
+    ) -> Result<(Vec<String>, Vec<String>)> {
         let lookup = self.lookup(namespace, reference).await?;
         let resolved = self.resolve(lookup.first(), None).await?;
         let id = resolved.id().to_string();
@@ -260,7 +270,10 @@ impl State {
                 records.clone()
             }
         };
-        if !force && let Some(users) = self.containers_using(namespace, &id).await? && let Some(container) = users.first() {
+        if !force
+            && let Some(users) = self.containers_using(namespace, &id).await?
+            && let Some(container) = users.first()
+        {
             let container = container.chars().take(12).collect::<String>();
             let what = match &lookup {
                 Lookup::Name(record) => format!("remove repository reference \"{}\"", display_name(record)),

@@ -72,7 +72,10 @@ pub async fn register(ctx: &ServiceContext, routes: &mut tonic::service::RoutesB
             match background.collect_garbage().await {
                 Ok(stats) => {
                     if stats.snapshots_removed > 0 {
-                        tracing::info!(snapshots = stats.snapshots_removed, "removed unreferenced layer snapshots at start");
+                        tracing::info!(
+                            snapshots = stats.snapshots_removed,
+                            "removed unreferenced layer snapshots at start"
+                        );
                     }
                     return;
                 }

@@ -34,7 +34,9 @@ fn arm_variant_from_cpuinfo() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let version = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("CPU architecture").map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("CPU architecture").map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
         .unwrap_or_default();
     match version.as_str() {
         "5" | "5T" | "5TE" | "5TEJ" => "v5".into(),
@@ -89,7 +91,9 @@ pub fn normalize(platform: &PlatformRecord) -> PlatformRecord {
 pub fn parse(text: &str) -> Result<PlatformRecord> {
     let parts: Vec<&str> = text.trim().split('/').collect();
     let record = match parts.as_slice() {
-        [arch] if !arch.is_empty() => PlatformRecord { os: "linux".into(), architecture: arch.to_string(), ..Default::default() },
+        [arch] if !arch.is_empty() => {
+            PlatformRecord { os: "linux".into(), architecture: arch.to_string(), ..Default::default() }
+        }
         [os, arch] if !os.is_empty() && !arch.is_empty() => {
             PlatformRecord { os: os.to_string(), architecture: arch.to_string(), ..Default::default() }
         }
@@ -148,12 +152,11 @@ pub fn rank(wanted: &PlatformRecord, candidate: &PlatformRecord) -> Option<u32> 
 }
 
 /// Index of the best candidate for `wanted`, if any.
-pub fn best<'a>(wanted: &PlatformRecord, candidates: impl Iterator<Item = Option<&'a PlatformRecord>>) -> Option<usize> {
-    candidates
-        .enumerate()
-        .filter_map(|(i, p)| Some((rank(wanted, p?)?, i)))
-        .min()
-        .map(|(_, i)| i)
+pub fn best<'a>(
+    wanted: &PlatformRecord,
+    candidates: impl Iterator<Item = Option<&'a PlatformRecord>>,
+) -> Option<usize> {
+    candidates.enumerate().filter_map(|(i, p)| Some((rank(wanted, p?)?, i))).min().map(|(_, i)| i)
 }
 
 #[cfg(test)]

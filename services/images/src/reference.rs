@@ -30,9 +30,8 @@ impl ImageRef {
                 )));
             }
         }
-        let parsed: Reference = text
-            .parse()
-            .map_err(|e| Error::InvalidArgument(format!("invalid reference format {text:?}: {e}")))?;
+        let parsed: Reference =
+            text.parse().map_err(|e| Error::InvalidArgument(format!("invalid reference format {text:?}: {e}")))?;
         let digest = parsed.digest().map(Digest::parse).transpose()?;
         Ok(ImageRef {
             registry: parsed.registry().to_string(),
@@ -130,7 +129,10 @@ mod tests {
         assert_eq!(familiar("docker.io/library/busybox"), "busybox");
         assert_eq!(familiar("docker.io/user/app"), "user/app");
         assert_eq!(familiar("127.0.0.1:5000/busybox"), "127.0.0.1:5000/busybox");
-        assert_eq!(split_name("127.0.0.1:5000/busybox:latest"), ("127.0.0.1:5000/busybox".into(), Some("latest".into()), None));
+        assert_eq!(
+            split_name("127.0.0.1:5000/busybox:latest"),
+            ("127.0.0.1:5000/busybox".into(), Some("latest".into()), None)
+        );
         assert_eq!(split_name("127.0.0.1:5000/busybox"), ("127.0.0.1:5000/busybox".into(), None, None));
         let (repo, tag, digest) = split_name("docker.io/library/x@sha256:00");
         assert_eq!((repo.as_str(), tag, digest.as_deref()), ("docker.io/library/x", None, Some("sha256:00")));

@@ -136,9 +136,14 @@ pub fn error(what: &str, err: OciDistributionError) -> Error {
             let unknown = envelope.errors.iter().any(|e| {
                 matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown)
             });
-            let denied = envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Denied | OciErrorCode::Unauthorized));
-            let messages: Vec<String> =
-                envelope.errors.iter().map(|e| format!("{}", e.message).trim().to_string()).filter(|m| !m.is_empty()).collect();
+            let denied =
+                envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Denied | OciErrorCode::Unauthorized));
+            let messages: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{}", e.message).trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
             let detail = if messages.is_empty() { "unknown".to_string() } else { messages.join("; ") };
             if unknown {
                 Error::NotFound(format!("{what} not found: {detail}"))
@@ -148,7 +153,9 @@ pub fn error(what: &str, err: OciDistributionError) -> Error {
                 Error::Registry(format!("{what}: {detail}"))
             }
         }
-        OciDistributionError::ImageManifestNotFoundError(message) => Error::NotFound(format!("{what} not found: {message}")),
+        OciDistributionError::ImageManifestNotFoundError(message) => {
+            Error::NotFound(format!("{what} not found: {message}"))
+        }
         OciDistributionError::AuthenticationFailure(message) => Error::Unauthenticated(format!("{what}: {message}")),
         OciDistributionError::UnauthorizedError { url } => {
             Error::Unauthenticated(format!("{what}: not authorized at {url} (run `berth login`?)"))
@@ -156,7 +163,9 @@ pub fn error(what: &str, err: OciDistributionError) -> Error {
         OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
             Error::DigestMismatch { what: what.to_string(), expected, actual }
         }
-        OciDistributionError::ServerError { code: 404, url, .. } => Error::NotFound(format!("{what} not found at {url}")),
+        OciDistributionError::ServerError { code: 404, url, .. } => {
+            Error::NotFound(format!("{what} not found at {url}"))
+        }
         other => Error::Registry(format!("{what}: {}", describe(&other))),
     }
 }

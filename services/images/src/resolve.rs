@@ -71,10 +71,8 @@ impl State {
                 (descriptor, config, layers)
             }
             Document::Index(entries) => {
-                let present: Vec<&DescriptorJson> = entries
-                    .iter()
-                    .filter(|e| e.digest().map(|d| self.content.exists(&d)).unwrap_or(false))
-                    .collect();
+                let present: Vec<&DescriptorJson> =
+                    entries.iter().filter(|e| e.digest().map(|d| self.content.exists(&d)).unwrap_or(false)).collect();
                 let host = platform::host();
                 let wanted_platform = wanted.unwrap_or(&host);
                 let platforms: Vec<Option<PlatformRecord>> = present.iter().map(|e| e.platform_record()).collect();
@@ -104,7 +102,14 @@ impl State {
         let raw = self.content.read_small(&config_digest).await?;
         let config = manifest::parse_config(&raw)?;
         let chain_ids = chain_ids(&config.diff_ids);
-        Ok(Resolved { record: record.clone(), manifest: manifest_descriptor, config_descriptor, layers, config, chain_ids })
+        Ok(Resolved {
+            record: record.clone(),
+            manifest: manifest_descriptor,
+            config_descriptor,
+            layers,
+            config,
+            chain_ids,
+        })
     }
 
     /// Records a user's reference means: the record of that name; or, for

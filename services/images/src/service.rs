@@ -53,11 +53,8 @@ impl Images for ImagesService {
         let namespace = berth_common::namespace::of(&request)?;
         let text = &request.get_ref().name;
         let name = ImageRef::parse(text).map(|r| r.name()).unwrap_or_else(|_| text.clone());
-        let record = self
-            .state
-            .db
-            .image(&namespace, &name)?
-            .ok_or_else(|| Error::NotFound(format!("No such image: {text}")))?;
+        let record =
+            self.state.db.image(&namespace, &name)?.ok_or_else(|| Error::NotFound(format!("No such image: {text}")))?;
         Ok(Response::new(GetImageResponse { image: Some(record_proto(&record)) }))
     }
 
@@ -129,7 +126,8 @@ impl Images for ImagesService {
             }
             for record in &records {
                 self.state.db.delete_image(&namespace, &record.name)?;
-                untagged.push(crate::images::repo_tag(&record.name).unwrap_or_else(|| crate::images::repo_digest(record)));
+                untagged
+                    .push(crate::images::repo_tag(&record.name).unwrap_or_else(|| crate::images::repo_digest(record)));
                 crate::events::delete(&self.state, &namespace, &record.name, true).await;
             }
             deleted.push(id);
@@ -156,7 +154,13 @@ impl Images for ImagesService {
                     layers
                         .next()
                         .map(|(diff_id, layer)| {
-                            self.state.db.layer_size(diff_id.as_str()).ok().flatten().map(|s| s as i64).unwrap_or(layer.size)
+                            self.state
+                                .db
+                                .layer_size(diff_id.as_str())
+                                .ok()
+                                .flatten()
+                                .map(|s| s as i64)
+                                .unwrap_or(layer.size)
                         })
                         .unwrap_or(0)
                 };
@@ -179,7 +183,15 @@ impl Images for ImagesService {
         entries.reverse();
         if let Some(top) = entries.first_mut() {
             top.id = resolved.id().to_string();
-            top.tags = lookup.first().name.split('@').next().map(|_| crate::images::repo_tag(&lookup.first().name)).flatten().into_iter().collect();
+            top.tags = lookup
+                .first()
+                .name
+                .split('@')
+                .next()
+                .map(|_| crate::images::repo_tag(&lookup.first().name))
+                .flatten()
+                .into_iter()
+                .collect();
         }
         Ok(Response::new(HistoryResponse { entries }))
     }
@@ -223,7 +235,10 @@ impl Images for ImagesService {
 
     type ImportStream = BoxStream<ImportProgress>;
 
-    async fn import(&self, _request: Request<Streaming<ImportRequest>>) -> Result<Response<Self::ImportStream>, Status> {
+    async fn import(
+        &self,
+        _request: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<Self::ImportStream>, Status> {
         not_yet("import")
     }
 
@@ -260,7 +275,10 @@ impl Images for ImagesService {
         }))
     }
 
-    async fn create_lease(&self, request: Request<CreateLeaseRequest>) -> Result<Response<CreateLeaseResponse>, Status> {
+    async fn create_lease(
+        &self,
+        request: Request<CreateLeaseRequest>,
+    ) -> Result<Response<CreateLeaseResponse>, Status> {
         let namespace = berth_common::namespace::of(&request)?;
         let request = request.into_inner();
         let id = if request.id.is_empty() {

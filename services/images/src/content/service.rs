@@ -136,10 +136,14 @@ impl Content for ContentService {
     async fn read(&self, request: Request<ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let request = request.into_inner();
         let digest = Digest::parse(&request.digest)?;
-        let offset = u64::try_from(request.offset).map_err(|_| Status::invalid_argument("offset must not be negative"))?;
+        let offset =
+            u64::try_from(request.offset).map_err(|_| Status::invalid_argument("offset must not be negative"))?;
         let info = self.state.content.info(&digest)?;
         if offset > info.size {
-            return Err(Status::out_of_range(format!("offset {offset} is past the end of {digest} ({} bytes)", info.size)));
+            return Err(Status::out_of_range(format!(
+                "offset {offset} is past the end of {digest} ({} bytes)",
+                info.size
+            )));
         }
         let limit = match request.size {
             0 => info.size - offset,
@@ -174,7 +178,10 @@ impl Content for ContentService {
         Ok(Response::new(StatusResponse { status: Some(status_proto(&status)) }))
     }
 
-    async fn list_statuses(&self, request: Request<ListStatusesRequest>) -> Result<Response<ListStatusesResponse>, Status> {
+    async fn list_statuses(
+        &self,
+        request: Request<ListStatusesRequest>,
+    ) -> Result<Response<ListStatusesResponse>, Status> {
         // Filters: "ref==<ref>" or a ref prefix.
         let filters = request.into_inner().filters;
         let statuses = self
@@ -195,7 +202,10 @@ impl Content for ContentService {
 
     type WriteStream = BoxStream<WriteContentResponse>;
 
-    async fn write(&self, request: Request<Streaming<WriteContentRequest>>) -> Result<Response<Self::WriteStream>, Status> {
+    async fn write(
+        &self,
+        request: Request<Streaming<WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
         let namespace = berth_common::namespace::of(&request)?;
         let lease = lease_of(&request);
         if let Some(lease) = &lease

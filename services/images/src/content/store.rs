@@ -197,7 +197,12 @@ impl ContentStore {
             Err(_) => None,
         }
         .filter(|meta| meta.reference == reference)
-        .unwrap_or_else(|| IngestMeta { reference: reference.to_string(), expected: None, total: None, started_at: Utc::now() });
+        .unwrap_or_else(|| IngestMeta {
+            reference: reference.to_string(),
+            expected: None,
+            total: None,
+            started_at: Utc::now(),
+        });
         if expected.is_some() {
             meta.expected = expected.as_ref().map(|d| d.to_string());
         }

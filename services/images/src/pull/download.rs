@@ -91,7 +91,8 @@ impl FollowReader {
         loop {
             let (available, outcome) = {
                 let state = self.state.borrow_and_update();
-                let available = if state.present || matches!(state.outcome, Some(Ok(()))) { u64::MAX } else { state.written };
+                let available =
+                    if state.present || matches!(state.outcome, Some(Ok(()))) { u64::MAX } else { state.written };
                 (available, state.outcome.clone())
             };
             if let Some(Err(message)) = outcome {

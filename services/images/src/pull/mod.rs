@@ -39,23 +39,24 @@ async fn send(progress: &ProgressSender, event: pull_progress::Event) {
 
 /// Runs a pull to its end, streaming progress; the error, if any, is returned (the caller
 /// sends it as the stream's final status).
-pub async fn pull(state: Arc<State>, namespace: Namespace, request: PullRequest, progress: ProgressSender) -> Result<()> {
+pub async fn pull(
+    state: Arc<State>,
+    namespace: Namespace,
+    request: PullRequest,
+    progress: ProgressSender,
+) -> Result<()> {
     let reference = ImageRef::parse(&request.reference)?;
     if request.all_tags {
         return Err(Error::Unsupported("pulling all tags is not supported yet; name a tag".into()));
     }
-    let wanted = request
-        .platform
-        .as_ref()
-        .filter(|p| !p.architecture.is_empty())
-        .map(|p| {
-            platform::normalize(&PlatformRecord {
-                os: if p.os.is_empty() { "linux".into() } else { p.os.clone() },
-                architecture: p.architecture.clone(),
-                variant: p.variant.clone(),
-                os_version: p.os_version.clone(),
-            })
-        });
+    let wanted = request.platform.as_ref().filter(|p| !p.architecture.is_empty()).map(|p| {
+        platform::normalize(&PlatformRecord {
+            os: if p.os.is_empty() { "linux".into() } else { p.os.clone() },
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+            os_version: p.os_version.clone(),
+        })
+    });
     let lease = state.create_ephemeral_lease(&namespace, "pull").await?;
     let result = Pull { state: state.clone(), namespace: namespace.clone(), lease: lease.clone(), progress }
         .run(&reference, wanted, &request)
@@ -132,7 +133,12 @@ impl Pull {
                             actual: digest.to_string(),
                         });
                     }
-                    return Ok(Resolution { endpoint: endpoint.clone(), reference: oci_reference, raw: raw.to_vec(), digest });
+                    return Ok(Resolution {
+                        endpoint: endpoint.clone(),
+                        reference: oci_reference,
+                        raw: raw.to_vec(),
+                        digest,
+                    });
                 }
                 Err(err) => {
                     let err = registry::error(&what, err);
@@ -165,13 +171,20 @@ impl Pull {
         let what = format!("{} {digest}", if is_manifest { "manifest" } else { "config" });
         let raw = if is_manifest {
             let (raw, _) = client
-                .pull_manifest_raw(&reference.clone_with_digest(digest.to_string()), &RegistryAuth::Anonymous, manifest::ACCEPTED)
+                .pull_manifest_raw(
+                    &reference.clone_with_digest(digest.to_string()),
+                    &RegistryAuth::Anonymous,
+                    manifest::ACCEPTED,
+                )
                 .await
                 .map_err(|e| registry::error(&what, e))?;
             raw.to_vec()
         } else {
             let mut raw = Vec::new();
-            client.pull_blob(reference, &oci_descriptor(descriptor), &mut raw).await.map_err(|e| registry::error(&what, e))?;
+            client
+                .pull_blob(reference, &oci_descriptor(descriptor), &mut raw)
+                .await
+                .map_err(|e| registry::error(&what, e))?;
             raw
         };
         self.state.content.write_blob(&raw, Some(&digest)).await?;
@@ -238,7 +251,9 @@ impl Pull {
         let semaphore = Arc::new(Semaphore::new(CONCURRENT_DOWNLOADS));
         let downloads = layers
             .iter()
-            .map(|layer| download::start(state, &client, &resolution.reference, &oci_descriptor(layer), semaphore.clone()))
+            .map(|layer| {
+                download::start(state, &client, &resolution.reference, &oci_descriptor(layer), semaphore.clone())
+            })
             .collect::<Result<Vec<_>>>()?;
         let unpack_states: Vec<watch::Sender<UnpackState>> =
             layers.iter().map(|_| watch::channel(UnpackState::default()).0).collect();
@@ -254,7 +269,8 @@ impl Pull {
                 ))
             })
             .collect();
-        let result = self.finish(&client, &resolution, &config_descriptor, &layers, &downloads, &unpack_states, request).await;
+        let result =
+            self.finish(&client, &resolution, &config_descriptor, &layers, &downloads, &unpack_states, request).await;
         match &result {
             Ok(_) => {
                 for reporter in reporters {

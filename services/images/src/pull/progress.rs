@@ -15,7 +15,12 @@ use super::unpack::UnpackState;
 const INTERVAL: Duration = Duration::from_millis(100);
 
 /// The status to show, its current byte count, and whether it is final.
-fn view(download: &DownloadState, unpack: &UnpackState, no_unpack: bool, size: u64) -> Option<(LayerStatus, u64, bool)> {
+fn view(
+    download: &DownloadState,
+    unpack: &UnpackState,
+    no_unpack: bool,
+    size: u64,
+) -> Option<(LayerStatus, u64, bool)> {
     let no_unpack = no_unpack || unpack.skipped;
     if unpack.done {
         return Some(if unpack.existed && download.present {
@@ -43,7 +48,12 @@ fn view(download: &DownloadState, unpack: &UnpackState, no_unpack: bool, size: u
     })
 }
 
-pub async fn report(download: Download, mut unpack: watch::Receiver<UnpackState>, no_unpack: bool, progress: ProgressSender) {
+pub async fn report(
+    download: Download,
+    mut unpack: watch::Receiver<UnpackState>,
+    no_unpack: bool,
+    progress: ProgressSender,
+) {
     let mut downloads = download.state.clone();
     let mut last: Option<(LayerStatus, u64)> = None;
     let mut download_open = true;
@@ -60,7 +70,9 @@ pub async fn report(download: Download, mut unpack: watch::Receiver<UnpackState>
                 current: current as i64,
                 total: download.size as i64,
             };
-            let _ = progress.send(Ok(berth_proto::images::v1::PullProgress { event: Some(pull_progress::Event::Layer(event)) })).await;
+            let _ = progress
+                .send(Ok(berth_proto::images::v1::PullProgress { event: Some(pull_progress::Event::Layer(event)) }))
+                .await;
             last = Some((status, current));
         }
         if last_one {

@@ -86,5 +86,7 @@ pub async fn apply(
         fed = &mut feed => fed,
     };
     fed?;
-    call.await.map(|r| r.into_inner()).map_err(|status| Error::Dependency(berth_common::error::from_dependency("snapshots", status)))
+    call.await
+        .map(|r| r.into_inner())
+        .map_err(|status| Error::Dependency(berth_common::error::from_dependency("snapshots", status)))
 }
