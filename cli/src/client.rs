@@ -3,8 +3,10 @@
 use anyhow::Result;
 use berth_common::client::{BerthChannel, ClientContext};
 use berth_common::{Address, Namespace};
+use berth_proto::containers::v1::containers_client::ContainersClient;
 use berth_proto::images::v1::images_client::ImagesClient;
 use berth_proto::system::v1::system_client::SystemClient;
+use berth_proto::tasks::v1::tasks_client::TasksClient;
 
 #[derive(Clone)]
 pub struct Connection {
@@ -20,6 +22,14 @@ impl Connection {
 
     pub fn system(&self) -> SystemClient<BerthChannel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn containers(&self) -> ContainersClient<BerthChannel> {
+        ContainersClient::new(self.channel.clone())
+    }
+
+    pub fn tasks(&self) -> TasksClient<BerthChannel> {
+        TasksClient::new(self.channel.clone())
     }
 
     pub fn images(&self) -> ImagesClient<BerthChannel> {

@@ -50,5 +50,7 @@ fn main() -> ExitCode {
         }
         outcome
     });
+    // Do not wait for a stdin reader blocked in a read: the session is over.
+    runtime.shutdown_background();
     exit::report(outcome)
 }

@@ -21,8 +21,7 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test-binary>
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
-    profile_dir
+    exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default()
 }
 
 pub fn bin(name: &str) -> PathBuf {

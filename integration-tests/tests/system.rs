@@ -81,3 +81,21 @@ fn second_daemon_on_the_same_root_is_refused_and_kill_leaves_no_stale_lock() {
 fn kernel() -> String {
     nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
 }
+
+#[test]
+fn services_split_across_two_daemons_start_and_answer() {
+    let events =
+        Daemon::start_with(DaemonOptions { args: vec!["--services".into(), "events".into()], ..Default::default() });
+    let rest = Daemon::start_with(DaemonOptions {
+        args: vec!["--services".into(), "images,snapshots,containers".into()],
+        config: format!("[service-addresses]\nevents = \"{}\"\n", events.address()),
+        ..Default::default()
+    });
+    let out = events.berth(&["version", "--format", "json"]).success();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["Server"]["Services"], serde_json::json!(["events"]));
+    let out = rest.berth(&["version", "--format", "json"]).success();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["Server"]["Services"], serde_json::json!(["images", "snapshots", "containers"]));
+    rest.berth(&["info"]).success();
+}

@@ -1,15 +1,27 @@
 //! One module per command.
 
 mod completion;
+mod container_options;
+mod create;
+mod exec;
 mod image;
 mod images;
 mod info;
+pub mod inspect;
+mod lifecycle;
+mod logs;
+mod ps;
 mod pull;
 mod rmi;
+mod run;
+mod session;
+mod start;
 mod tag;
+mod top;
 mod version;
 
 use clap::Subcommand;
+use tracing::Instrument;
 
 use crate::Cli;
 use crate::client::Connection;
@@ -17,12 +29,37 @@ use crate::exit::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show the Berth version information
-    Version(version::Args),
-    /// Display system-wide information
-    Info(info::Args),
-    /// Generate the autocompletion script for the specified shell
-    Completion(completion::Args),
+    /// Create and run a new container from an image
+    Run(run::Args),
+    /// Create a new container
+    Create(create::Args),
+    /// Start one or more stopped containers
+    Start(start::Args),
+    /// Stop one or more running containers
+    Stop(lifecycle::StopArgs),
+    /// Restart one or more containers
+    Restart(lifecycle::StopArgs),
+    /// Kill one or more running containers
+    Kill(lifecycle::KillArgs),
+    /// Remove one or more containers
+    Rm(lifecycle::RmArgs),
+    /// Pause all processes within one or more containers
+    Pause(lifecycle::ContainersArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(lifecycle::ContainersArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(lifecycle::ContainersArgs),
+    /// List containers
+    #[command(alias = "ls")]
+    Ps(ps::Args),
+    /// Fetch the logs of a container
+    Logs(logs::Args),
+    /// Return low-level information on containers
+    Inspect(inspect::Args),
+    /// Execute a command in a running container
+    Exec(exec::Args),
+    /// Display the running processes of a container
+    Top(top::Args),
     /// Download an image from a registry
     Pull(pull::Args),
     /// List images
@@ -34,18 +71,111 @@ pub enum Command {
     Tag(tag::Args),
     /// Remove one or more images
     Rmi(rmi::Args),
+    /// Show the Berth version information
+    Version(version::Args),
+    /// Display system-wide information
+    Info(info::Args),
+    /// Generate the autocompletion script for the specified shell
+    Completion(completion::Args),
 }
 
 pub async fn run(cli: Cli) -> Outcome {
-    let connect = || Connection::open(&cli.host, &cli.namespace);
-    match cli.command {
-        Command::Version(args) => version::run(args, &cli.host, connect().await).await,
-        Command::Info(args) => info::run(args, connect().await?).await,
-        Command::Completion(args) => completion::run(args),
-        Command::Pull(args) => pull::run(args, connect().await?).await,
-        Command::Images(args) => images::run(args, connect().await?).await,
-        Command::Image(command) => image::run(command, connect().await?).await,
-        Command::Tag(args) => tag::run(args, connect().await?).await,
-        Command::Rmi(args) => rmi::run(args, connect().await?).await,
+    // One span per invocation: its context travels to berthd, so a command is one trace.
+    let span = tracing::info_span!("berth", otel.name = %format!("berth {}", cli.command.name()));
+    run_command(cli).instrument(span).await
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Create(_) => "create",
+            Command::Start(_) => "start",
+            Command::Stop(_) => "stop",
+            Command::Restart(_) => "restart",
+            Command::Kill(_) => "kill",
+            Command::Rm(_) => "rm",
+            Command::Pause(_) => "pause",
+            Command::Unpause(_) => "unpause",
+            Command::Wait(_) => "wait",
+            Command::Ps(_) => "ps",
+            Command::Logs(_) => "logs",
+            Command::Inspect(_) => "inspect",
+            Command::Exec(_) => "exec",
+            Command::Top(_) => "top",
+            Command::Pull(_) => "pull",
+            Command::Images(_) => "images",
+            Command::Image(_) => "image",
+            Command::Tag(_) => "tag",
+            Command::Rmi(_) => "rmi",
+            Command::Version(_) => "version",
+            Command::Info(_) => "info",
+            Command::Completion(_) => "completion",
+        }
     }
+
+    /// Commands that run a container report engine failures with 125, as Docker does.
+    fn runs_a_container(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Create(_) | Command::Start(_) | Command::Exec(_))
+    }
+}
+
+async fn run_command(cli: Cli) -> Outcome {
+    if let Command::Completion(args) = cli.command {
+        return completion::run(args);
+    }
+    if let Command::Version(args) = cli.command {
+        return version::run(args, &cli.host, Connection::open(&cli.host, &cli.namespace).await).await;
+    }
+    let connection = match Connection::open(&cli.host, &cli.namespace).await {
+        Ok(connection) => connection,
+        Err(err) if cli.command.runs_a_container() => {
+            return Err(crate::exit::Exit::with_code(crate::exit::CLI_FAILURE, err));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    match cli.command {
+        Command::Run(args) => run::run(args, connection).await,
+        Command::Create(args) => create::run(args, connection).await,
+        Command::Start(args) => start::run(args, connection).await,
+        Command::Stop(args) => lifecycle::stop(args, connection).await,
+        Command::Restart(args) => lifecycle::restart(args, connection).await,
+        Command::Kill(args) => lifecycle::kill(args, connection).await,
+        Command::Rm(args) => lifecycle::rm(args, connection).await,
+        Command::Pause(args) => lifecycle::pause(args, connection).await,
+        Command::Unpause(args) => lifecycle::unpause(args, connection).await,
+        Command::Wait(args) => lifecycle::wait(args, connection).await,
+        Command::Ps(args) => ps::run(args, connection).await,
+        Command::Logs(args) => logs::run(args, connection).await,
+        Command::Inspect(args) => inspect::run(args, connection).await,
+        Command::Exec(args) => exec::run(args, connection).await,
+        Command::Top(args) => top::run(args, connection).await,
+        Command::Pull(args) => pull::run(args, connection).await,
+        Command::Images(args) => images::run(args, connection).await,
+        Command::Image(command) => image::run(command, connection).await,
+        Command::Tag(args) => tag::run(args, connection).await,
+        Command::Rmi(args) => rmi::run(args, connection).await,
+        Command::Info(args) => info::run(args, connection).await,
+        Command::Version(_) | Command::Completion(_) => Ok(()),
+    }
+}
+
+/// Runs `action` for each name, printing the name on success and Docker's error line on
+/// failure; Err when any failed.
+pub async fn for_each<F, Fut>(names: &[String], mut action: F) -> Result<(), ()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut failed = false;
+    for name in names {
+        match action(name.clone()).await {
+            Ok(()) => println!("{name}"),
+            Err(status) => {
+                eprintln!("Error response from daemon: {}", status.message());
+                failed = true;
+            }
+        }
+    }
+    if failed { Err(()) } else { Ok(()) }
 }

@@ -8,6 +8,7 @@ pub mod address;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod crilog;
 pub mod error;
 pub mod events;
 pub mod host;
@@ -15,6 +16,7 @@ pub mod lock;
 pub mod namespace;
 pub mod serve;
 pub mod store;
+pub mod task;
 pub mod telemetry;
 pub mod time;
 

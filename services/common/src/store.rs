@@ -10,6 +10,12 @@ pub struct OpenError {
     source: sled::Error,
 }
 
+impl OpenError {
+    pub fn new(path: PathBuf, source: sled::Error) -> OpenError {
+        OpenError { path, source }
+    }
+}
+
 /// Opens (creating if needed) `<root>/<name>`, e.g. `images.db`.
 pub fn open_db(root: &Path, name: &str) -> Result<sled::Db, OpenError> {
     let path = root.join(name);

@@ -97,7 +97,9 @@ pub fn detect_compression(media_type: &str, head: &[u8]) -> Result<Compression> 
     } else if head.starts_with(ZSTD_MAGIC) {
         Compression::Zstd
     } else if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(Error::InvalidArgument("layer is bzip2/xz compressed; only gzip, zstd and plain tar are supported".into()));
+        return Err(Error::InvalidArgument(
+            "layer is bzip2/xz compressed; only gzip, zstd and plain tar are supported".into(),
+        ));
     } else {
         Compression::None
     };
@@ -264,7 +266,8 @@ async fn feed_from_content(
     digest: &str,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<()> {
-    let request = berth_common::namespace::request(ns, ReadContentRequest { digest: digest.into(), offset: 0, size: 0 });
+    let request =
+        berth_common::namespace::request(ns, ReadContentRequest { digest: digest.into(), offset: 0, size: 0 });
     let dependency = |status| Error::Dependency { service: "content", status };
     let mut stream = match client.read(request).await {
         Ok(response) => response.into_inner(),

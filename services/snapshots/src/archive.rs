@@ -226,7 +226,11 @@ pub fn merged_children(layers: &[OwnedFd], name: &OsStr, whiteouts: bool) -> io:
 
 /// Bytes used on disk and inodes of a tree (hard links counted once).
 pub fn usage(root: &OwnedFd) -> io::Result<(i64, i64)> {
-    fn walk(dir: BorrowedFd<'_>, seen: &mut std::collections::HashSet<(u64, u64)>, total: &mut (i64, i64)) -> io::Result<()> {
+    fn walk(
+        dir: BorrowedFd<'_>,
+        seen: &mut std::collections::HashSet<(u64, u64)>,
+        total: &mut (i64, i64),
+    ) -> io::Result<()> {
         for name in fsutil::list_dir(dir)? {
             let Some(stat) = fsutil::stat_at(dir, &name)? else { continue };
             if seen.insert((stat.st_dev, stat.st_ino)) {

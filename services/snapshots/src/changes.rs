@@ -62,7 +62,8 @@ pub fn overlay_changes(upper: &OwnedFd, lowers: &[OwnedFd]) -> io::Result<Vec<Ch
                         _ => Vec::new(),
                     };
                     let child = fsutil::open_dir_at(upper, name)?;
-                    if opaque && let Some((_, index, lower_stat)) = lower
+                    if opaque
+                        && let Some((_, index, lower_stat)) = lower
                         && fsutil::is_dir(lower_stat)
                     {
                         // Everything the lower directory had and this one does not is gone.

@@ -66,7 +66,13 @@ impl Copier {
     }
 }
 
-fn copy_meta(src: BorrowedFd<'_>, src_name: &OsStr, dst: BorrowedFd<'_>, dst_name: &OsStr, stat: &Stat) -> io::Result<()> {
+fn copy_meta(
+    src: BorrowedFd<'_>,
+    src_name: &OsStr,
+    dst: BorrowedFd<'_>,
+    dst_name: &OsStr,
+    stat: &Stat,
+) -> io::Result<()> {
     fsutil::chown_at(dst, dst_name, stat.st_uid, stat.st_gid)?;
     let is_link = fsutil::file_type(stat) == SFlag::S_IFLNK;
     if !is_link {

@@ -142,15 +142,24 @@ impl Core {
         let mounts = self.layout.mounts(kind, id, &chain)?;
         let _busy = self.busy(id);
         let layout = self.layout.clone();
-        let copy_from = (self.driver() == Driver::Native && kind == Kind::Active).then(|| chain.first().copied()).flatten();
+        let copy_from =
+            (self.driver() == Driver::Native && kind == Kind::Active).then(|| chain.first().copied()).flatten();
         let created = blocking(move || create_dirs(&layout, id, kind, copy_from)).await;
         if let Err(err) = created {
             let _ = std::fs::remove_dir_all(self.layout.dir(id));
             return Err(err);
         }
         let now = Utc::now();
-        let record =
-            Record { id, kind, parent: parent.to_string(), labels, created: now, updated: now, diff_id: None, size: None };
+        let record = Record {
+            id,
+            kind,
+            parent: parent.to_string(),
+            labels,
+            created: now,
+            updated: now,
+            diff_id: None,
+            size: None,
+        };
         self.store.put(ns, key, &record)?;
         self.store.flush().await?;
         drop(_write);
@@ -170,7 +179,9 @@ impl Core {
         let _write = self.write_lock.lock().await;
         let record = self.get(ns, key)?;
         if record.kind != Kind::Active {
-            return Err(Error::FailedPrecondition(format!("snapshot {key} is not active; only active snapshots can be committed")));
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key} is not active; only active snapshots can be committed"
+            )));
         }
         if self.store.get(ns, name)?.is_some() {
             return Err(Error::AlreadyExists(format!("snapshot {name} already exists")));
@@ -231,8 +242,8 @@ impl Core {
         Ok(out)
     }
 
-    /// Opens the directories of `key`'s tree (see [`Layout::tree_dirs`]).
-    pub fn open_tree_dirs(&self, ns: &Namespace, key: &str) -> Result<(Record, Vec<PathBuf>, Vec<u64>)> {
+    /// The directories of `key`'s tree, top-first (see [`Layout::tree_dirs`]).
+    pub fn tree_dirs_of(&self, ns: &Namespace, key: &str) -> Result<(Record, Vec<PathBuf>, Vec<u64>)> {
         let record = self.get(ns, key)?;
         let chain = self.chain(ns, &record.parent)?;
         let dirs = self.layout.tree_dirs(record.kind, record.id, &chain);
@@ -292,7 +303,14 @@ impl Core {
     }
 
     /// Records a layer made by Apply in directory `id` as committed snapshot `name`.
-    pub async fn commit_applied(&self, ns: &Namespace, name: &str, parent: &str, id: u64, record: Record) -> Result<()> {
+    pub async fn commit_applied(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        parent: &str,
+        id: u64,
+        record: Record,
+    ) -> Result<()> {
         let _write = self.write_lock.lock().await;
         if self.store.get(ns, name)?.is_some() {
             return Err(Error::AlreadyExists(format!("snapshot {name} already exists")));

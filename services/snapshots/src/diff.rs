@@ -227,7 +227,7 @@ impl Core {
             return Err(Error::FailedPrecondition(format!("snapshot {key} is not active")));
         }
         let chain = self.chain(ns, &record.parent)?;
-        let dirs: Vec<std::path::PathBuf> = self.layout.tree_dirs(record.kind, record.id, &chain);
+        let top = self.layout.fs(record.id);
         let parent_fs = chain.first().map(|p| self.layout.fs(*p));
         let driver = self.driver();
         let lowers: Vec<std::path::PathBuf> = chain.iter().map(|p| self.layout.fs(*p)).collect();
@@ -235,7 +235,7 @@ impl Core {
             let open = |path: &std::path::PathBuf| {
                 fsutil::open_dir_path(path).map_err(Error::io(format!("opening {}", path.display())))
             };
-            let top = open(&dirs[0])?;
+            let top = open(&top)?;
             match driver {
                 Driver::Overlay => {
                     let lowers = lowers.iter().map(open).collect::<Result<Vec<_>>>()?;
@@ -251,10 +251,14 @@ impl Core {
     }
 
     /// Streams the merged tree of `key` as an uncompressed tar into `tx`.
-    pub fn export(self: &Arc<Self>, ns: &Namespace, key: &str, tx: mpsc::Sender<std::result::Result<Vec<u8>, Error>>) -> Result<()> {
-        let (record, dirs, _) = self.open_tree_dirs(ns, key)?;
+    pub fn export(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        key: &str,
+        tx: mpsc::Sender<std::result::Result<Vec<u8>, Error>>,
+    ) -> Result<()> {
+        let (_, dirs, _) = self.tree_dirs_of(ns, key)?;
         let whiteouts = self.driver() == Driver::Overlay;
-        let _ = record;
         tokio::task::spawn_blocking(move || {
             let result = (|| -> Result<()> {
                 let layers = dirs
@@ -275,7 +279,12 @@ impl Core {
     }
 
     /// Computes the layer of active snapshot `key` and writes it to the content store.
-    pub async fn diff(&self, ns: &Namespace, request: DiffRequest, content: ContentClient<BerthChannel>) -> Result<DiffResponse> {
+    pub async fn diff(
+        &self,
+        ns: &Namespace,
+        request: DiffRequest,
+        content: ContentClient<BerthChannel>,
+    ) -> Result<DiffResponse> {
         let (media_type, output) = output_for(&request.media_type)?;
         let source = self.diff_source(ns, &request.key)?;
         let reference = if request.r#ref.is_empty() {

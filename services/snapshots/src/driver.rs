@@ -207,6 +207,8 @@ pub fn status(layout: &Layout, fallback_reason: Option<&str>) -> BTreeMap<String
 
 fn backing_filesystem(path: &Path) -> String {
     let Ok(stat) = nix::sys::statfs::statfs(path) else { return "unknown".into() };
+    // f_type's integer type differs between targets.
+    #[allow(clippy::unnecessary_cast)]
     let magic = stat.filesystem_type().0 as i64;
     match magic {
         0xEF53 => "extfs",
@@ -255,7 +257,10 @@ mod tests {
         assert_eq!(view[0].source, "/var/lib/berth/snapshots/4/fs");
         assert_eq!(view[0].options, ["rbind", "ro"]);
         let multi = l.mounts(Kind::View, 9, &[4, 3]).unwrap();
-        assert_eq!(multi[0].options, ["index=off", "lowerdir=/var/lib/berth/snapshots/4/fs:/var/lib/berth/snapshots/3/fs"]);
+        assert_eq!(
+            multi[0].options,
+            ["index=off", "lowerdir=/var/lib/berth/snapshots/4/fs:/var/lib/berth/snapshots/3/fs"]
+        );
         assert!(l.mounts(Kind::Committed, 4, &[]).is_err());
     }
 

@@ -185,27 +185,21 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Re
 
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     // fchmodat cannot refuse symlinks on every kernel; callers never chmod a symlink.
-    nix::sys::stat::fchmodat(
-        dir,
-        name,
-        Mode::from_bits_truncate(mode),
-        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-    )
-    .or_else(|errno| {
-        if errno == nix::errno::Errno::EOPNOTSUPP || errno == nix::errno::Errno::ENOTSUP {
-            Ok(())
-        } else {
-            Err(errno)
-        }
-    })
-    .map_err(io_err)
+    nix::sys::stat::fchmodat(dir, name, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
+        .or_else(|errno| {
+            if errno == nix::errno::Errno::EOPNOTSUPP || errno == nix::errno::Errno::ENOTSUP {
+                Ok(())
+            } else {
+                Err(errno)
+            }
+        })
+        .map_err(io_err)
 }
 
 /// Sets the modification (and access) time of `name` in `dir` without following it.
 pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &OsStr, seconds: i64, nanos: i64) -> io::Result<()> {
     let time = nix::sys::time::TimeSpec::new(seconds, nanos);
-    nix::sys::stat::utimensat(dir, name, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-        .map_err(io_err)
+    nix::sys::stat::utimensat(dir, name, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink).map_err(io_err)
 }
 
 /// Path through which the xattr syscalls reach `name` in `dir` without following `name`

@@ -53,7 +53,10 @@ fn labels(map: std::collections::HashMap<String, String>) -> BTreeMap<String, St
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsService {
-    async fn prepare(&self, request: Request<PrepareSnapshotRequest>) -> Result<Response<PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        request: Request<PrepareSnapshotRequest>,
+    ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let ns = namespace::of(&request)?;
         let r = request.into_inner();
         let mounts = self.core.prepare(&ns, &r.key, &r.parent, labels(r.labels), store::Kind::Active).await?;
@@ -93,7 +96,10 @@ impl Snapshots for SnapshotsService {
         Ok(Response::new(StatSnapshotResponse { info: Some(info(key, &record)) }))
     }
 
-    async fn update(&self, request: Request<UpdateSnapshotRequest>) -> Result<Response<UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        request: Request<UpdateSnapshotRequest>,
+    ) -> Result<Response<UpdateSnapshotResponse>, Status> {
         let ns = namespace::of(&request)?;
         let Some(given) = request.into_inner().info else {
             return Err(Status::invalid_argument("update needs info with the snapshot name and its new labels"));
@@ -203,11 +209,15 @@ impl Snapshots for SnapshotsService {
         let (tx, rx) = mpsc::channel::<Result<Vec<u8>, Error>>(4);
         self.core.export(&ns, &request.get_ref().key, tx)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mapped = futures::StreamExt::map(stream, |item| item.map(|data| ExportChunk { data }).map_err(Status::from));
+        let mapped =
+            futures::StreamExt::map(stream, |item| item.map(|data| ExportChunk { data }).map_err(Status::from));
         Ok(Response::new(Box::pin(mapped)))
     }
 
-    async fn info(&self, _request: Request<SnapshotterInfoRequest>) -> Result<Response<SnapshotterInfoResponse>, Status> {
+    async fn info(
+        &self,
+        _request: Request<SnapshotterInfoRequest>,
+    ) -> Result<Response<SnapshotterInfoResponse>, Status> {
         let status = crate::driver::status(&self.core.layout, self.core.fallback_reason.as_deref());
         Ok(Response::new(SnapshotterInfoResponse {
             name: self.core.driver().name().to_string(),

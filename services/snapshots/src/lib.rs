@@ -50,7 +50,11 @@ pub enum StartError {
 
 /// Picks the snapshotter: the configured one, else the one existing snapshots were made
 /// with, else overlayfs when a test mount works and native otherwise.
-fn choose_driver(configured: &str, store: &Store, root: &std::path::Path) -> Result<(Driver, Option<String>), StartError> {
+fn choose_driver(
+    configured: &str,
+    store: &Store,
+    root: &std::path::Path,
+) -> Result<(Driver, Option<String>), StartError> {
     let recorded = store.driver()?.and_then(|name| Driver::parse(&name));
     let has_snapshots = !store.is_empty();
     if !configured.is_empty() {

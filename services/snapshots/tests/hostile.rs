@@ -47,7 +47,11 @@ fn cases(outside: &str) -> Vec<Case> {
     let abs_link_target = outside.to_string();
     vec![
         Case { name: "dot-dot path", tar: RawTar::new().file("../escape", b"x").finish(), refused: true },
-        Case { name: "dot-dot in the middle", tar: RawTar::new().dir("a/").file("a/../../escape", b"x").finish(), refused: true },
+        Case {
+            name: "dot-dot in the middle",
+            tar: RawTar::new().dir("a/").file("a/../../escape", b"x").finish(),
+            refused: true,
+        },
         Case {
             name: "absolute path is confined",
             tar: RawTar::new().file(&format!("{outside}/abs"), b"x").finish(),
@@ -136,11 +140,7 @@ fn cases(outside: &str) -> Vec<Case> {
             tar: RawTar::new().device("../../dev/evil", tar::EntryType::Char, 1, 1).finish(),
             refused: true,
         },
-        Case {
-            name: "whiteout climbing out",
-            tar: RawTar::new().file("../.wh.victim", b"").finish(),
-            refused: true,
-        },
+        Case { name: "whiteout climbing out", tar: RawTar::new().file("../.wh.victim", b"").finish(), refused: true },
         Case {
             name: "whiteout through a symlink to outside",
             tar: RawTar::new().symlink("evil", outside).file("evil/.wh.victim", b"").finish(),
@@ -172,7 +172,8 @@ async fn run_suite(driver: Driver) {
 
     let before_outside = snapshot_of(&outside);
     let before_shadow = shadow_state();
-    let before_tmp: Vec<String> = std::fs::read_dir("/tmp").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let before_tmp: Vec<String> =
+        std::fs::read_dir("/tmp").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
 
     for (index, case) in cases(&outside_str).into_iter().enumerate() {
         let name = format!("hostile-{index}");
@@ -191,7 +192,8 @@ async fn run_suite(driver: Driver) {
         assert_eq!(snapshot_of(&outside), before_outside, "{}: wrote outside the root", case.name);
         assert_eq!(shadow_state(), before_shadow, "{}: touched /etc/shadow", case.name);
     }
-    let after_tmp: Vec<String> = std::fs::read_dir("/tmp").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let after_tmp: Vec<String> =
+        std::fs::read_dir("/tmp").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     for name in &after_tmp {
         assert!(before_tmp.contains(name) || !name.contains("pwned") && name != "escape", "new /tmp entry {name}");
     }

@@ -80,7 +80,8 @@ async fn too_many_layers_is_a_clear_error_not_einval() {
         apply_layer(&t.core, &name, &parent, layer.clone(), &sha256(&layer)).await.unwrap();
         parent = name;
     }
-    let err: tonic::Status = t.core.prepare(&ns(), "top", &parent, Default::default(), Kind::Active).await.unwrap_err().into();
+    let err: tonic::Status =
+        t.core.prepare(&ns(), "top", &parent, Default::default(), Kind::Active).await.unwrap_err().into();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("too many layers"), "{}", err.message());
     assert!(t.core.store.get(&ns(), "top").unwrap().is_none());
@@ -92,12 +93,7 @@ async fn native_snapshots_hold_complete_trees() {
     let t = TestCore::new(Driver::Native);
     let one = RawTar::new().dir("d/").file("d/old", b"o").file("keep", b"k").file("gone", b"g").finish();
     apply_layer(&t.core, "one", "", one.clone(), &sha256(&one)).await.unwrap();
-    let two = RawTar::new()
-        .file(".wh.gone", b"")
-        .dir("d/")
-        .file("d/.wh..wh..opq", b"")
-        .file("d/new", b"n")
-        .finish();
+    let two = RawTar::new().file(".wh.gone", b"").dir("d/").file("d/.wh..wh..opq", b"").file("d/new", b"n").finish();
     apply_layer(&t.core, "two", "one", two.clone(), &sha256(&two)).await.unwrap();
     let tree = describe_tree(&t.fs_of("two"));
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();

@@ -179,8 +179,10 @@ async fn opaque_directory_hides_lower_content_when_mounted() {
     std::fs::create_dir(&target).unwrap();
     {
         let _guard = mount_all(&mounts, &target);
-        let mut names: Vec<String> =
-            std::fs::read_dir(target.join("d")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(target.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         names.sort();
         assert_eq!(names, ["upper"]);
     }

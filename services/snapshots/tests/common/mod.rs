@@ -174,7 +174,13 @@ pub fn ns() -> Namespace {
 }
 
 /// Applies `layer` (any compression) as `name` on `parent`, sending it in small chunks.
-pub async fn apply_layer(core: &Arc<Core>, name: &str, parent: &str, layer: Vec<u8>, diff_id: &str) -> Result<ApplyResponse, Error> {
+pub async fn apply_layer(
+    core: &Arc<Core>,
+    name: &str,
+    parent: &str,
+    layer: Vec<u8>,
+    diff_id: &str,
+) -> Result<ApplyResponse, Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let feeder = tokio::spawn(async move {
         for chunk in layer.chunks(64 * 1024) {
@@ -303,7 +309,19 @@ pub fn describe_tar(data: &[u8]) -> BTreeMap<String, Desc> {
         }
         if let Some(target) = name.strip_prefix(".wh.") {
             let key = if dir.is_empty() { target.to_string() } else { format!("{dir}/{target}") };
-            out.insert(key, Desc { kind: "whiteout".into(), mode: 0, uid: 0, gid: 0, mtime: 0, size: 0, detail: String::new(), xattrs: vec![] });
+            out.insert(
+                key,
+                Desc {
+                    kind: "whiteout".into(),
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                    size: 0,
+                    detail: String::new(),
+                    xattrs: vec![],
+                },
+            );
             continue;
         }
         let kind = header.entry_type();
@@ -317,8 +335,16 @@ pub fn describe_tar(data: &[u8]) -> BTreeMap<String, Desc> {
                 out.insert(path, linked);
                 continue;
             }
-            tar::EntryType::Char => ("char", format!("{}:{}", header.device_major().unwrap().unwrap(), header.device_minor().unwrap().unwrap()), 0),
-            tar::EntryType::Block => ("block", format!("{}:{}", header.device_major().unwrap().unwrap(), header.device_minor().unwrap().unwrap()), 0),
+            tar::EntryType::Char => (
+                "char",
+                format!("{}:{}", header.device_major().unwrap().unwrap(), header.device_minor().unwrap().unwrap()),
+                0,
+            ),
+            tar::EntryType::Block => (
+                "block",
+                format!("{}:{}", header.device_major().unwrap().unwrap(), header.device_minor().unwrap().unwrap()),
+                0,
+            ),
             tar::EntryType::Fifo => ("fifo", String::new(), 0),
             _ => {
                 let size = entry.size();
@@ -365,7 +391,14 @@ pub fn mount_all(mounts: &[berth_proto::types::v1::Mount], target: &Path) -> Mou
     if m.r#type == "bind" {
         mount(Some(m.source.as_str()), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).unwrap();
         if m.options.iter().any(|o| o == "ro") {
-            mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>).unwrap();
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .unwrap();
         }
     } else {
         let data = m.options.join(",");

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs Berth on this machine and runs the main job, offline:
+#   * the Debian packages the engine needs at run time (deploy/packages.txt),
+#   * release builds of berthd, berth and berth-shim into /usr/local/bin,
+#   * /etc/berth/config.toml (kept if present) and the systemd units,
+#   * starts berthd (systemd when it is PID 1, otherwise in the background),
+#   * prints `berth info`.
+# Usage: sudo deploy/install.sh [--no-start]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+START=1
+for arg in "$@"; do
+  case $arg in
+    --no-start) START=0 ;;
+    *) echo "unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "install.sh must run as root (it installs packages and starts berthd)" >&2; exit 1; }
+
+packages=$(grep -vE '^\s*(#|$)' deploy/packages.txt | tr '\n' ' ')
+missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  echo "==> installing Debian packages: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # shellcheck disable=SC2086
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
+fi
+
+echo "==> building release binaries"
+cargo build --release --locked --bins -q
+install -m 0755 target/release/berthd target/release/berth target/release/berth-shim /usr/local/bin/
+
+getent group berth >/dev/null || groupadd --system berth
+install -d -m 0755 /etc/berth
+[ -f /etc/berth/config.toml ] || install -m 0644 deploy/config.toml /etc/berth/config.toml
+if [ -d /etc/systemd/system ]; then
+  install -m 0644 deploy/berthd.service deploy/berthd.socket /etc/systemd/system/
+fi
+
+[ "$START" = 1 ] || exit 0
+
+socket=/run/berth/berth.sock
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+  systemctl daemon-reload
+  systemctl enable --now berthd.socket berthd.service
+elif ! berth -H "unix://$socket" version >/dev/null 2>&1; then
+  echo "==> starting berthd (no systemd here; log: /var/log/berth/berthd.log)"
+  mkdir -p /var/log/berth
+  setsid nohup /usr/local/bin/berthd --config /etc/berth/config.toml \
+    >>/var/log/berth/berthd.log 2>&1 </dev/null &
+fi
+for _ in $(seq 1 100); do
+  berth version >/dev/null 2>&1 && break
+  sleep 0.1
+done
+berth info
