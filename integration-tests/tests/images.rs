@@ -385,6 +385,22 @@ async fn tag_rmi_and_prune_behave_like_docker() {
     assert!(blobs(&daemon).is_empty(), "content reclaimed: {:?}", blobs(&daemon));
     assert!(committed_snapshots(&daemon).await.is_empty());
 
+    // An image a container uses is refused unless forced; forced, the container keeps
+    // its root file system (its snapshot's parent layers stay).
+    daemon.berth(&["pull", "-q", &reference]).success();
+    daemon.berth(&["create", "--name", "user", &reference, "true"]).success();
+    let out = daemon.berth(&["rmi", &reference]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("must force") && out.stderr.contains("is using its referenced image"),
+        "{}",
+        out.stderr
+    );
+    let out = daemon.berth(&["rmi", "-f", &reference]).success();
+    assert!(out.stdout.contains("Deleted: sha256:"), "{}", out.stdout);
+    assert!(!committed_snapshots(&daemon).await.is_empty(), "the container's layers stay");
+    daemon.berth(&["rm", "user"]).success();
+
     // A digest-only reference is dangling; prune removes it.
     daemon.berth(&["pull", "-q", &reference]).success();
     let digest = daemon.berth(&["image", "inspect", "-f", "{{.Descriptor.digest}}", &reference]).success().stdout;

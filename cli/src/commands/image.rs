@@ -146,7 +146,7 @@ async fn inspect(args: InspectArgs, connection: Connection) -> Outcome {
             }
         }
     }
-    if failed { Err(Exit { code: GENERAL_FAILURE, error: None }) } else { Ok(()) }
+    if failed { Err(Exit::status(i32::from(GENERAL_FAILURE))) } else { Ok(()) }
 }
 
 async fn prune(args: PruneArgs, connection: Connection) -> Outcome {

@@ -103,8 +103,15 @@ pub fn familiar(name: &str) -> String {
 
 enum Display {
     Quiet,
-    Plain { last: HashMap<String, LayerStatus> },
-    Bars { multi: MultiProgress, bars: HashMap<String, ProgressBar> },
+    Plain {
+        last: HashMap<String, LayerStatus>,
+    },
+    /// The bars, and each layer's last status in arrival order (printed plainly at the end).
+    Bars {
+        multi: MultiProgress,
+        bars: HashMap<String, ProgressBar>,
+        order: Vec<(String, LayerStatus)>,
+    },
 }
 
 impl Display {
@@ -119,7 +126,11 @@ impl Display {
                     last.insert(id, status);
                 }
             }
-            Display::Bars { multi, bars } => {
+            Display::Bars { multi, bars, order } => {
+                match order.iter_mut().find(|(layer, _)| *layer == id) {
+                    Some(entry) => entry.1 = status,
+                    None => order.push((id.clone(), status)),
+                }
                 let bar = bars.entry(id.clone()).or_insert_with(|| {
                     let bar = multi.add(ProgressBar::new(layer.total.max(0) as u64));
                     bar.set_style(
@@ -169,7 +180,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
     let mut display = if args.quiet {
         Display::Quiet
     } else if std::io::stdout().is_terminal() {
-        Display::Bars { multi: MultiProgress::new(), bars: HashMap::new() }
+        Display::Bars { multi: MultiProgress::new(), bars: HashMap::new(), order: Vec::new() }
     } else {
         Display::Plain { last: HashMap::new() }
     };
@@ -190,8 +201,12 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         }
     }
     let done = done.context("the pull ended without a result")?;
-    if let Display::Bars { multi, .. } = &display {
+    if let Display::Bars { multi, order, .. } = &display {
+        // Like docker, each layer ends as one plain line.
         let _ = multi.clear();
+        for (id, status) in order {
+            println!("{id}: {}", status_text(*status));
+        }
     }
     if !args.quiet {
         println!("Digest: {}", done.digest);

@@ -38,5 +38,5 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
             }
         }
     }
-    if failed { Err(Exit { code: GENERAL_FAILURE, error: None }) } else { Ok(()) }
+    if failed { Err(Exit::status(i32::from(GENERAL_FAILURE))) } else { Ok(()) }
 }

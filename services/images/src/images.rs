@@ -258,7 +258,7 @@ impl State {
                     crate::events::delete(self, namespace, &record.name, false).await;
                     return Ok((vec![display_name(record)], Vec::new()));
                 }
-                vec![record.clone()]
+                vec![(**record).clone()]
             }
             Lookup::Id(records) => {
                 let repositories: BTreeSet<String> = records.iter().map(|r| split_name(&r.name).0).collect();

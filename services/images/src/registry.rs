@@ -138,12 +138,8 @@ pub fn error(what: &str, err: OciDistributionError) -> Error {
             });
             let denied =
                 envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Denied | OciErrorCode::Unauthorized));
-            let messages: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{}", e.message).trim().to_string())
-                .filter(|m| !m.is_empty())
-                .collect();
+            let messages: Vec<String> =
+                envelope.errors.iter().map(|e| e.message.trim().to_string()).filter(|m| !m.is_empty()).collect();
             let detail = if messages.is_empty() { "unknown".to_string() } else { messages.join("; ") };
             if unknown {
                 Error::NotFound(format!("{what} not found: {detail}"))

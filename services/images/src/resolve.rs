@@ -118,14 +118,14 @@ impl State {
     pub async fn lookup(&self, namespace: &Namespace, text: &str) -> Result<Lookup> {
         if let Ok(reference) = ImageRef::parse(text) {
             if let Some(record) = self.db.image(namespace, &reference.name())? {
-                return Ok(Lookup::Name(record));
+                return Ok(Lookup::Name(Box::new(record)));
             }
             if let Some(digest) = &reference.digest {
                 let repository = reference.repository_name();
                 for record in self.db.images(namespace)? {
                     let (repo, _, _) = crate::reference::split_name(&record.name);
-                    if repo == repository && &record.target.digest == digest.as_str() {
-                        return Ok(Lookup::Name(record));
+                    if repo == repository && record.target.digest == digest.as_str() {
+                        return Ok(Lookup::Name(Box::new(record)));
                     }
                 }
             }
@@ -161,7 +161,7 @@ impl State {
 
 pub enum Lookup {
     /// A record by its name.
-    Name(ImageRecord),
+    Name(Box<ImageRecord>),
     /// Every record of the image with this id.
     Id(Vec<ImageRecord>),
 }

@@ -183,15 +183,7 @@ impl Images for ImagesService {
         entries.reverse();
         if let Some(top) = entries.first_mut() {
             top.id = resolved.id().to_string();
-            top.tags = lookup
-                .first()
-                .name
-                .split('@')
-                .next()
-                .map(|_| crate::images::repo_tag(&lookup.first().name))
-                .flatten()
-                .into_iter()
-                .collect();
+            top.tags = crate::images::repo_tag(&lookup.first().name).into_iter().collect();
         }
         Ok(Response::new(HistoryResponse { entries }))
     }
