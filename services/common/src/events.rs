@@ -29,8 +29,8 @@ use berth_proto::events::v1::events_client::EventsClient;
 use berth_proto::events::v1::{Event, PublishRequest};
 use tokio::sync::{Notify, watch};
 
-pub use spool::SpoolError;
 use spool::Spool;
+pub use spool::SpoolError;
 
 use crate::Namespace;
 use crate::client::BerthChannel;

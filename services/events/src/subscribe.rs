@@ -60,7 +60,9 @@ impl Subscription {
         self.bus.subscribers.fetch_add(1, Ordering::Relaxed);
         let _count = CountGuard(self.bus.clone());
         if let Err(Stop::Failed(status)) = self.stream().await {
-            let _ = self.out.send(Err(status)).await;
+            // Never wait here: during shutdown a client that does not read must not keep
+            // this task (and the database) alive.
+            let _ = self.out.try_send(Err(status));
         }
     }
 

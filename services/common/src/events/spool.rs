@@ -47,7 +47,8 @@ impl Spool {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_error)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_error)?;
         let mut file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| SpoolError::InUse { path: path.to_path_buf() })?;
         let mut bytes = Vec::new();
@@ -63,8 +64,7 @@ impl Spool {
     /// Appends one event and makes it durable.
     pub fn append(&mut self, namespace: &Namespace, request: &PublishRequest) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let payload =
-            SpooledEvent { namespace: namespace.to_string(), request: Some(request.clone()) }.encode_to_vec();
+        let payload = SpooledEvent { namespace: namespace.to_string(), request: Some(request.clone()) }.encode_to_vec();
         let length = u32::try_from(payload.len())
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "event too large to spool"))?;
         let mut frame = Vec::with_capacity(8 + payload.len());
