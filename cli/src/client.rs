@@ -3,6 +3,7 @@
 use anyhow::Result;
 use berth_common::client::{BerthChannel, ClientContext};
 use berth_common::{Address, Namespace};
+use berth_proto::events::v1::events_client::EventsClient;
 use berth_proto::system::v1::system_client::SystemClient;
 
 #[derive(Clone)]
@@ -19,5 +20,9 @@ impl Connection {
 
     pub fn system(&self) -> SystemClient<BerthChannel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventsClient<BerthChannel> {
+        EventsClient::new(self.channel.clone())
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod completion;
+mod events;
 mod info;
 mod version;
 
@@ -18,6 +19,8 @@ pub enum Command {
     Info(info::Args),
     /// Generate the autocompletion script for the specified shell
     Completion(completion::Args),
+    /// Get real time events from the server
+    Events(events::Args),
 }
 
 pub async fn run(cli: Cli) -> Outcome {
@@ -26,5 +29,6 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Version(args) => version::run(args, &cli.host, connect().await).await,
         Command::Info(args) => info::run(args, connect().await?).await,
         Command::Completion(args) => completion::run(args),
+        Command::Events(args) => events::run(args, connect().await?).await,
     }
 }
