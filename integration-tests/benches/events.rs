@@ -8,7 +8,7 @@
 //! Run: `cargo build --release -p berthd && cargo bench -p berth-integration-tests --bench events`
 //! (berthd is taken from the bench binary's target dir, or BERTH_BIN_DIR).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ fn request(i: usize, key: String) -> PublishRequest {
 }
 
 /// Publishes `per_task` events from each of `tasks` concurrent clients; returns events/s.
-async fn publish(socket: &PathBuf, tasks: usize, per_task: usize, run: &str) -> f64 {
+async fn publish(socket: &Path, tasks: usize, per_task: usize, run: &str) -> f64 {
     let started = Instant::now();
     let mut handles = Vec::new();
     for task in 0..tasks {
@@ -80,7 +80,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 /// Fan-out latency in ms (p50, p99) with `subscribers` live followers.
-async fn fan_out(socket: &PathBuf, subscribers: usize, tasks: usize, per_task: usize, run: &str) -> (f64, f64, f64) {
+async fn fan_out(socket: &Path, subscribers: usize, tasks: usize, per_task: usize, run: &str) -> (f64, f64, f64) {
     let total = tasks * per_task;
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total * subscribers)));
     let mut followers = Vec::new();

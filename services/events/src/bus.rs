@@ -117,7 +117,7 @@ impl Writer {
                         }
                     }
                     self.write_batch(&bus, batch).await;
-                    if bus.committed() + 1 - bus.first() > bus.config.max_events {
+                    if (bus.committed() + 1).saturating_sub(bus.first()) > bus.config.max_events {
                         self.compact(&bus);
                     }
                 }
@@ -138,7 +138,7 @@ impl Writer {
                 Ok(Prepared::Duplicate(seq)) => answers.push((job.reply, Ok(PublishResponse { seq, duplicate: true }))),
                 Ok(Prepared::New(record, key)) => {
                     let seq = record.seq();
-                    new_records.push((record, key));
+                    new_records.push((*record, key));
                     answers.push((job.reply, Ok(PublishResponse { seq, duplicate: false })));
                 }
                 Err(error) => answers.push((job.reply, Err(error))),
@@ -203,7 +203,7 @@ impl Writer {
             topic: job.request.topic.clone(),
             event: job.request.event.clone(),
         };
-        Ok(Prepared::New(Record { envelope, recorded_at: self.last_recorded_at }, key))
+        Ok(Prepared::New(Box::new(Record { envelope, recorded_at: self.last_recorded_at }), key))
     }
 
     /// Applies retention: at most `max_events`, none older than `max_age_seconds`.
@@ -238,7 +238,7 @@ impl Writer {
 
 enum Prepared {
     Duplicate(u64),
-    New(Record, Vec<u8>),
+    New(Box<Record>, Vec<u8>),
 }
 
 pub fn timestamp_of(nanos: i64) -> prost_types::Timestamp {

@@ -80,7 +80,7 @@ impl Matcher {
 
     pub fn matches(&self, envelope: &Envelope) -> bool {
         if let Some(namespaces) = &self.namespaces
-            && !namespaces.iter().any(|n| *n == envelope.namespace)
+            && !namespaces.contains(&envelope.namespace)
         {
             return false;
         }
@@ -95,7 +95,7 @@ impl Clause {
         let attribute = |name: &str| event.attributes.get(name).map(String::as_str).unwrap_or("");
         match self {
             Clause::Topic(patterns) => patterns.iter().any(|p| topic_matches(p, topic)),
-            Clause::Type(types) => types.iter().any(|t| *t == event.r#type),
+            Clause::Type(types) => types.contains(&event.r#type),
             // Docker's actions may carry a detail ("exec_start: sh -c ..."); the filter
             // names the action only.
             Clause::Action(actions) => actions.iter().any(|a| {
@@ -128,7 +128,7 @@ impl Clause {
                 event.r#type == "network"
                     && values.iter().any(|v| prefix_match(v, &event.actor_id) || v == attribute("name"))
             }
-            Clause::Volume(values) => event.r#type == "volume" && values.iter().any(|v| *v == event.actor_id),
+            Clause::Volume(values) => event.r#type == "volume" && values.contains(&event.actor_id),
         }
     }
 }

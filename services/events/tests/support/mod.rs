@@ -121,6 +121,7 @@ pub fn subscribe_since(since_seq: u64) -> SubscribeRequest {
 
 /// One item of a subscription, simplified for assertions.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Seen {
     Event(Envelope),
     Lost(u64, u64),
