@@ -1,7 +1,8 @@
 //! Event bus benchmark against a real berthd (not a test: it prints numbers).
 //!
 //! * publish throughput: one publisher awaiting each acknowledgement, 16 concurrent
-//!   publishers (group commit), and the `Publisher` helper;
+//!   publishers (group commit), the same with a subscriber that never reads, and the
+//!   `Publisher` helper;
 //! * fan-out latency (publish call -> subscriber receives it; includes the durable
 //!   commit) for 1 and 50 live subscribers, p50/p99 over every (event, subscriber) pair.
 //!
@@ -133,6 +134,12 @@ fn main() {
         println!("publish throughput, 1 publisher awaiting each ack:   {one:>9.0} events/s");
         let sixteen = publish(&socket, 16, 1250, "sixteen").await;
         println!("publish throughput, 16 concurrent publishers:        {sixteen:>9.0} events/s");
+
+        // A subscriber that never reads must not slow publishers down.
+        let stalled = client(&socket).await.subscribe(SubscribeRequest::default()).await.expect("subscribe");
+        let with_stalled = publish(&socket, 16, 1250, "stalled").await;
+        println!("publish throughput, 16 publishers + 1 stalled reader: {with_stalled:>8.0} events/s");
+        drop(stalled);
 
         let channel = berth_common::client::lazy_channel(&Address::Unix(socket.clone())).expect("channel");
         let publisher =
