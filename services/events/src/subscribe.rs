@@ -71,9 +71,9 @@ impl Subscription {
             Some(until) => {
                 let wait = until.saturating_sub(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
                 let wait = std::time::Duration::from_nanos(u64::try_from(wait).unwrap_or(0));
-                futures_sleep(Some(wait))
+                sleep_or_forever(Some(wait))
             }
-            None => futures_sleep(None),
+            None => sleep_or_forever(None),
         };
         tokio::pin!(until_timer);
         let shutdown = self.bus.shutdown.clone();
@@ -180,7 +180,7 @@ impl Subscription {
     }
 }
 
-async fn futures_sleep(wait: Option<std::time::Duration>) {
+async fn sleep_or_forever(wait: Option<std::time::Duration>) {
     match wait {
         Some(wait) => tokio::time::sleep(wait).await,
         None => std::future::pending().await,
