@@ -4,6 +4,7 @@ use anyhow::Result;
 use berth_common::client::{BerthChannel, ClientContext};
 use berth_common::{Address, Namespace};
 use berth_proto::containers::v1::containers_client::ContainersClient;
+use berth_proto::events::v1::events_client::EventsClient;
 use berth_proto::images::v1::images_client::ImagesClient;
 use berth_proto::system::v1::system_client::SystemClient;
 use berth_proto::tasks::v1::tasks_client::TasksClient;
@@ -35,5 +36,9 @@ impl Connection {
     pub fn images(&self) -> ImagesClient<BerthChannel> {
         // Inspect answers carry the raw config; allow large ones.
         ImagesClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn events(&self) -> EventsClient<BerthChannel> {
+        EventsClient::new(self.channel.clone())
     }
 }

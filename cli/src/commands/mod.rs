@@ -3,6 +3,7 @@
 mod completion;
 mod container_options;
 mod create;
+mod events;
 mod exec;
 mod image;
 mod images;
@@ -71,6 +72,8 @@ pub enum Command {
     Tag(tag::Args),
     /// Remove one or more images
     Rmi(rmi::Args),
+    /// Get real time events from the server
+    Events(events::Args),
     /// Show the Berth version information
     Version(version::Args),
     /// Display system-wide information
@@ -103,6 +106,7 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Events(_) => "events",
             Command::Pull(_) => "pull",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
@@ -150,6 +154,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
