@@ -216,6 +216,9 @@ fn restart_policy_and_memory_limit() {
     assert_eq!(out.code, 137, "{}", out.stderr);
     let state = inspect(&daemon, "hog")["State"].clone();
     assert_eq!(state["OOMKilled"], true);
+    let events =
+        daemon.berth(&["events", "--since", "seq:0", "--until", "0s", "--filter", "event=oom"]).success().stdout;
+    assert!(events.contains(" container oom ") && events.contains("name=hog"), "{events}");
     daemon.berth(&["rm", "flaky", "hog"]).success();
 }
 
@@ -226,6 +229,13 @@ fn containers_survive_a_killed_daemon_and_exits_are_collected() {
     for i in 0..18 {
         daemon.berth(&["run", "-d", "--name", &format!("long{i}"), &image, "sleep", "1000"]).success();
     }
+    let before = daemon.berth(&["events", "--since", "seq:0", "--until", "0s", "--format", "json"]).success().stdout;
+    let last_seq = before
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
     daemon.berth(&["run", "-d", "--name", "exit4", &image, "sh", "-c", "sleep 2; exit 4"]).success();
     daemon.berth(&["run", "-d", "--name", "exit5", &image, "sh", "-c", "sleep 2; exit 5"]).success();
     daemon.kill9();
@@ -238,6 +248,14 @@ fn containers_survive_a_killed_daemon_and_exits_are_collected() {
     });
     assert_eq!(inspect(&daemon, "exit4")["State"]["ExitCode"], 4);
     assert_eq!(inspect(&daemon, "exit5")["State"]["ExitCode"], 5);
+    // The shims published both exits, spooled while the bus was down.
+    let since = format!("seq:{last_seq}");
+    let mut dies = String::new();
+    wait_until("both die events", Duration::from_secs(20), || {
+        dies = daemon.berth(&["events", "--since", &since, "--until", "0s", "--filter", "event=die"]).success().stdout;
+        dies.contains("name=exit4") && dies.contains("name=exit5")
+    });
+    assert!(dies.contains("exitCode=4") && dies.contains("exitCode=5"), "{dies}");
     let running = daemon.berth(&["ps", "-q"]).success().stdout;
     assert_eq!(running.lines().count(), 18, "{running}");
     // The reconnected containers are still managed: stop works on them.

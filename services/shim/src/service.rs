@@ -40,6 +40,8 @@ pub struct Settings {
 /// How long after an exit we wait for the process's output pipes to close (a background
 /// child that kept them open must not hold the exit back forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an exiting shim waits for its events to reach the bus.
+const PUBLISH_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutting-down shim waits for open streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -416,5 +418,10 @@ pub async fn serve(settings: Settings) -> Result<()> {
         () = deadline => tracing::warn!("streams still open at shutdown; exiting anyway"),
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(publisher) = &task.publisher
+        && tokio::time::timeout(PUBLISH_FLUSH_TIMEOUT, publisher.flush()).await.is_err()
+    {
+        tracing::warn!(pending = publisher.pending(), "events not delivered before exit; they stay in the spool");
+    }
     Ok(())
 }
