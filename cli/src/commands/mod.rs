@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod attach;
 mod completion;
 mod container_options;
 mod create;
@@ -36,6 +37,8 @@ pub enum Command {
     Create(create::Args),
     /// Start one or more stopped containers
     Start(start::Args),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(attach::Args),
     /// Stop one or more running containers
     Stop(lifecycle::StopArgs),
     /// Restart one or more containers
@@ -94,6 +97,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Create(_) => "create",
             Command::Start(_) => "start",
+            Command::Attach(_) => "attach",
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
             Command::Kill(_) => "kill",
@@ -142,6 +146,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(args, connection).await,
         Command::Create(args) => create::run(args, connection).await,
         Command::Start(args) => start::run(args, connection).await,
+        Command::Attach(args) => attach::run(args, connection).await,
         Command::Stop(args) => lifecycle::stop(args, connection).await,
         Command::Restart(args) => lifecycle::restart(args, connection).await,
         Command::Kill(args) => lifecycle::kill(args, connection).await,

@@ -9,6 +9,7 @@ mod io;
 mod logfile;
 mod mount;
 mod process;
+mod pty;
 mod reaper;
 mod runtime;
 mod service;
