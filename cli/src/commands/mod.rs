@@ -3,9 +3,11 @@
 mod attach;
 mod completion;
 mod container_options;
+mod cp;
 mod create;
 mod events;
 mod exec;
+mod filesystem;
 mod image;
 mod images;
 mod info;
@@ -18,6 +20,7 @@ mod rmi;
 mod run;
 mod session;
 mod start;
+mod stats;
 mod tag;
 mod top;
 mod version;
@@ -64,6 +67,16 @@ pub enum Command {
     Exec(exec::Args),
     /// Display the running processes of a container
     Top(top::Args),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::Args),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::Args),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(filesystem::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(filesystem::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(filesystem::ExportArgs),
     /// Download an image from a registry
     Pull(pull::Args),
     /// List images
@@ -110,6 +123,11 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Stats(_) => "stats",
+            Command::Cp(_) => "cp",
+            Command::Diff(_) => "diff",
+            Command::Commit(_) => "commit",
+            Command::Export(_) => "export",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
             Command::Images(_) => "images",
@@ -159,6 +177,11 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Stats(args) => stats::run(args, connection).await,
+        Command::Cp(args) => cp::run(args, connection).await,
+        Command::Diff(args) => filesystem::diff(args, connection).await,
+        Command::Commit(args) => filesystem::commit(args, connection).await,
+        Command::Export(args) => filesystem::export(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,

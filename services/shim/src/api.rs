@@ -161,7 +161,7 @@ impl Shim for ShimApi {
             if let Err(err) = runtime.delete(&self.task.id, true).await {
                 tracing::warn!(error = %err, "runtime delete failed");
             }
-            crate::mount::unmount_all(&self.task.rootfs()).map_err(|e| Status::internal(e.to_string()))?;
+            berth_common::mount::unmount_all(&self.task.rootfs()).map_err(|e| Status::internal(e.to_string()))?;
         } else {
             self.task.remove_exec(&exec_id);
             let _ = std::fs::remove_file(self.task.exec_spec_path(&exec_id));

@@ -7,7 +7,6 @@ mod api;
 mod cgroup;
 mod io;
 mod logfile;
-mod mount;
 mod process;
 mod pty;
 mod reaper;

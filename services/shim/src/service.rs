@@ -153,7 +153,7 @@ impl Task {
         *lock(&self.event_attributes) = options.event_attributes;
 
         let rootfs = self.rootfs();
-        crate::mount::mount_all(&options.rootfs, &rootfs).map_err(|e| RpcStatus::internal(e.to_string()))?;
+        berth_common::mount::mount_all(&options.rootfs, &rootfs).map_err(|e| RpcStatus::internal(e.to_string()))?;
         match self
             .create_mounted(
                 &runtime,
@@ -170,7 +170,7 @@ impl Task {
                 Ok(pid)
             }
             Err(status) => {
-                let _ = crate::mount::unmount_all(&rootfs);
+                let _ = berth_common::mount::unmount_all(&rootfs);
                 Err(status)
             }
         }
