@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod image;
 mod images;
+mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
@@ -68,6 +69,8 @@ pub enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(image::Command),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(import::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(tag::Args),
     /// Remove one or more images
@@ -110,6 +113,7 @@ impl Command {
             Command::Pull(_) => "pull",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
+            Command::Import(_) => "import",
             Command::Tag(_) => "tag",
             Command::Rmi(_) => "rmi",
             Command::Version(_) => "version",
@@ -158,6 +162,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Pull(args) => pull::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
+        Command::Import(args) => import::run(args, connection).await,
         Command::Tag(args) => tag::run(args, connection).await,
         Command::Rmi(args) => rmi::run(args, connection).await,
         Command::Info(args) => info::run(args, connection).await,

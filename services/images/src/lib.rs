@@ -8,6 +8,8 @@ mod error;
 mod events;
 mod gc;
 mod images;
+mod import;
+mod layer;
 mod manifest;
 mod platform;
 mod pull;
