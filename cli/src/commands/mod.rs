@@ -12,8 +12,10 @@ mod info;
 pub mod inspect;
 mod lifecycle;
 mod logs;
+mod progress;
 mod ps;
 mod pull;
+mod push;
 mod rmi;
 mod run;
 mod session;
@@ -64,6 +66,8 @@ pub enum Command {
     Top(top::Args),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Upload an image to a registry
+    Push(push::Args),
     /// List images
     Images(images::Args),
     /// Manage images
@@ -111,6 +115,7 @@ impl Command {
             Command::Top(_) => "top",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Push(_) => "push",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
             Command::Import(_) => "import",
@@ -160,6 +165,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Top(args) => top::run(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
         Command::Import(args) => import::run(args, connection).await,

@@ -13,10 +13,12 @@ mod layer;
 mod manifest;
 mod platform;
 mod pull;
+mod push;
 mod reference;
 mod registry;
 mod resolve;
 mod service;
+mod sources;
 mod state;
 
 use std::sync::Arc;

@@ -216,8 +216,20 @@ impl Images for ImagesService {
 
     type PushStream = BoxStream<PushProgress>;
 
-    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<Self::PushStream>, Status> {
-        not_yet("push")
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<Self::PushStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let request = request.into_inner();
+        ImageRef::parse(&request.reference)?;
+        let (tx, rx) = mpsc::channel(64);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let reference = request.reference.clone();
+            if let Err(err) = crate::push::push(state, namespace, request, tx.clone()).await {
+                tracing::warn!(%reference, error = %err, "push failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type SaveStream = BoxStream<SaveChunk>;
