@@ -11,6 +11,8 @@ mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
+mod login;
+mod logout;
 mod logs;
 mod progress;
 mod ps;
@@ -66,6 +68,10 @@ pub enum Command {
     Top(top::Args),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(logout::Args),
     /// Upload an image to a registry
     Push(push::Args),
     /// List images
@@ -115,6 +121,8 @@ impl Command {
             Command::Top(_) => "top",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Login(_) => "login",
+            Command::Logout(_) => "logout",
             Command::Push(_) => "push",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
@@ -136,6 +144,9 @@ impl Command {
 async fn run_command(cli: Cli) -> Outcome {
     if let Command::Completion(args) = cli.command {
         return completion::run(args);
+    }
+    if let Command::Logout(args) = cli.command {
+        return logout::run(args);
     }
     if let Command::Version(args) = cli.command {
         return version::run(args, &cli.host, Connection::open(&cli.host, &cli.namespace).await).await;
@@ -165,6 +176,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Top(args) => top::run(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Login(args) => login::run(args, connection).await,
         Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
@@ -172,7 +184,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Tag(args) => tag::run(args, connection).await,
         Command::Rmi(args) => rmi::run(args, connection).await,
         Command::Info(args) => info::run(args, connection).await,
-        Command::Version(_) | Command::Completion(_) => Ok(()),
+        Command::Version(_) | Command::Completion(_) | Command::Logout(_) => Ok(()),
     }
 }
 

@@ -10,6 +10,7 @@ mod gc;
 mod images;
 mod import;
 mod layer;
+mod login;
 mod manifest;
 mod platform;
 mod pull;

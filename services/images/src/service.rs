@@ -270,8 +270,8 @@ impl Images for ImagesService {
         not_yet("search")
     }
 
-    async fn login(&self, _request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
-        not_yet("login")
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(crate::login::login(&self.state.ctx.config, request.get_ref()).await?))
     }
 
     async fn info(&self, request: Request<ImagesInfoRequest>) -> Result<Response<ImagesInfoResponse>, Status> {
