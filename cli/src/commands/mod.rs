@@ -10,12 +10,17 @@ mod exec;
 mod filesystem;
 mod image;
 mod images;
+mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
+mod login;
+mod logout;
 mod logs;
+mod progress;
 mod ps;
 mod pull;
+mod push;
 mod rmi;
 mod run;
 mod session;
@@ -79,11 +84,19 @@ pub enum Command {
     Export(filesystem::ExportArgs),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(logout::Args),
+    /// Upload an image to a registry
+    Push(push::Args),
     /// List images
     Images(images::Args),
     /// Manage images
     #[command(subcommand)]
     Image(image::Command),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(import::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(tag::Args),
     /// Remove one or more images
@@ -130,8 +143,12 @@ impl Command {
             Command::Export(_) => "export",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Login(_) => "login",
+            Command::Logout(_) => "logout",
+            Command::Push(_) => "push",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
+            Command::Import(_) => "import",
             Command::Tag(_) => "tag",
             Command::Rmi(_) => "rmi",
             Command::Version(_) => "version",
@@ -149,6 +166,9 @@ impl Command {
 async fn run_command(cli: Cli) -> Outcome {
     if let Command::Completion(args) = cli.command {
         return completion::run(args);
+    }
+    if let Command::Logout(args) = cli.command {
+        return logout::run(args);
     }
     if let Command::Version(args) = cli.command {
         return version::run(args, &cli.host, Connection::open(&cli.host, &cli.namespace).await).await;
@@ -184,12 +204,15 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Export(args) => filesystem::export(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Login(args) => login::run(args, connection).await,
+        Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
+        Command::Import(args) => import::run(args, connection).await,
         Command::Tag(args) => tag::run(args, connection).await,
         Command::Rmi(args) => rmi::run(args, connection).await,
         Command::Info(args) => info::run(args, connection).await,
-        Command::Version(_) | Command::Completion(_) => Ok(()),
+        Command::Version(_) | Command::Completion(_) | Command::Logout(_) => Ok(()),
     }
 }
 
