@@ -108,7 +108,7 @@ async fn copy_out(connection: &Connection, container: &str, path: &str, destinat
 
 /// Unpacks the archive into `directory`, naming its top entry `to` instead of `from`.
 fn extract_local(receiver: tokio::sync::mpsc::Receiver<Vec<u8>>, directory: &Path, from: &str, to: &str) -> Result<()> {
-    let reader = BlockingReader { receiver, current: Vec::new(), position: 0 };
+    let reader = berth_common::bridge::ChannelReader::new(receiver);
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
@@ -126,30 +126,6 @@ fn extract_local(receiver: tokio::sync::mpsc::Receiver<Vec<u8>>, directory: &Pat
     }
     std::fs::rename(staging.path().join(from), &wanted).with_context(|| format!("naming {}", wanted.display()))?;
     Ok(())
-}
-
-struct BlockingReader {
-    receiver: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    position: usize,
-}
-
-impl std::io::Read for BlockingReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.position >= self.current.len() {
-            match self.receiver.blocking_recv() {
-                Some(chunk) => {
-                    self.current = chunk;
-                    self.position = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len() - self.position);
-        out[..n].copy_from_slice(&self.current[self.position..self.position + n]);
-        self.position += n;
-        Ok(n)
-    }
 }
 
 async fn copy_in(connection: &Connection, source: &str, container: &str, path: &str, archive: bool) -> Result<()> {
@@ -197,14 +173,14 @@ async fn copy_in(connection: &Connection, source: &str, container: &str, path: &
         let source = PathBuf::from(source);
         let (chunks, mut chunk_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let archiving = tokio::task::spawn_blocking(move || {
-            let mut builder = tar::Builder::new(ChunkWriter { sender: chunks, buffer: Vec::new() });
+            let mut builder = tar::Builder::new(berth_common::bridge::ChannelWriter::new(chunks));
             builder.follow_symlinks(false);
             if source.is_dir() {
                 builder.append_dir_all(&name, &source)?;
             } else {
                 builder.append_path_with_name(&source, &name)?;
             }
-            builder.into_inner()?.flush_all()
+            std::io::Write::flush(&mut builder.into_inner()?)
         });
         while let Some(chunk) = chunk_receiver.recv().await {
             if sender.send(CopyToRequest { item: Some(copy_to_request::Item::Data(chunk)) }).await.is_err() {
@@ -218,37 +194,6 @@ async fn copy_in(connection: &Connection, source: &str, container: &str, path: &
     produced?;
     uploaded?;
     Ok(())
-}
-
-struct ChunkWriter {
-    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
-    buffer: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn flush_all(mut self) -> std::io::Result<()> {
-        std::io::Write::flush(&mut self)
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= 256 * 1024 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buffer);
-        self.sender
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload ended"))
-    }
 }
 
 #[cfg(test)]

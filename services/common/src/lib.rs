@@ -5,6 +5,7 @@
 //! keep state (sled), and how they read the daemon configuration.
 
 pub mod address;
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod context;

@@ -10,10 +10,9 @@ mod archive;
 mod extract;
 mod resolve;
 mod rootfs;
-mod stream;
 
 pub use archive::write_archive;
+pub use berth_common::bridge::{ChannelReader, ChannelWriter};
 pub use extract::{ExtractOptions, extract_archive};
 pub use resolve::{PathInfo, stat_in_root};
 pub use rootfs::MountedRootfs;
-pub use stream::{ChannelReader, ChannelWriter};

@@ -1,4 +1,5 @@
-//! Bridges between blocking tar code and async gRPC streams.
+//! Bridges between blocking code (tar readers and writers) and async streams: a `Write`
+//! that sends chunks into a channel and a `Read` fed from one, for use on blocking threads.
 
 use std::io::{Read, Write};
 
