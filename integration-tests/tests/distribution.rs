@@ -289,3 +289,127 @@ async fn login_checks_credentials_stores_them_0600_and_pull_push_use_them() {
     let out = daemon.berth_env(&["pull", &image], &env, None);
     assert_eq!(out.code, 1, "after logout the pull is anonymous again: {out:?}");
 }
+
+fn tar_names(path: &Path) -> Vec<String> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_is_read_by_skopeo_umoci_and_load_and_foreign_archives_load() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_busybox(&registry.address, "busybox:latest");
+    let daemon = Daemon::start();
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("{}/busybox:latest", registry.address);
+    daemon.berth(&["pull", &source]).success();
+    daemon.berth(&["tag", &source, "mine:1"]).success();
+    let layers = layer_digests(&daemon, "mine:1").await;
+    let manifest_digest = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: "mine:1".into(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .manifest
+        .unwrap()
+        .digest;
+
+    let archive = work.path().join("images.tar");
+    let archive_arg = archive.display().to_string();
+    daemon.berth(&["save", "-o", &archive_arg, &source, "mine:1"]).success();
+    let names = tar_names(&archive);
+    for expected in ["oci-layout", "index.json", "manifest.json", "repositories"] {
+        assert!(names.contains(&expected.to_string()), "{names:?}");
+    }
+    let layer_path = format!("blobs/sha256/{}", &layers[0]["sha256:".len()..]);
+    assert_eq!(names.iter().filter(|n| **n == layer_path).count(), 1, "each blob once: {names:?}");
+
+    // Independent readers: skopeo (both transports) and umoci.
+    let docker = fixtures::run(
+        std::process::Command::new("skopeo").args(["inspect", &format!("docker-archive:{archive_arg}:mine:1")]),
+    );
+    let docker: serde_json::Value = serde_json::from_str(&docker).unwrap();
+    assert_eq!(docker["Layers"].as_array().unwrap().len(), 1, "{docker}");
+    let oci =
+        fixtures::run(std::process::Command::new("skopeo").args(["inspect", &format!("oci-archive:{archive_arg}:1")]));
+    let oci: serde_json::Value = serde_json::from_str(&oci).unwrap();
+    assert_eq!(oci["Digest"], manifest_digest.as_str());
+    assert_eq!(oci["Layers"][0], layers[0].as_str());
+    let layout = work.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    fixtures::run(std::process::Command::new("tar").arg("-C").arg(&layout).arg("-xf").arg(&archive));
+    let bundle = work.path().join("bundle");
+    fixtures::run(
+        std::process::Command::new("umoci")
+            .args(["unpack", "--image", &format!("{}:1", layout.display())])
+            .arg(&bundle),
+    );
+    assert!(bundle.join("rootfs/bin/busybox").exists());
+
+    // save -> rmi -> load -> run, from a file and from a gzip stream on stdin.
+    daemon.berth(&["rmi", &source, "mine:1"]).success();
+    let out = daemon.berth(&["load", "-i", &archive_arg]).success();
+    assert_eq!(out.stdout, format!("Loaded image: {source}\nLoaded image: mine:1\n"));
+    assert_eq!(layer_digests(&daemon, "mine:1").await, layers);
+    let out = daemon.berth(&["run", "--rm", "mine:1", "echo", "loaded"]).success();
+    assert_eq!(out.stdout, "loaded\n");
+    daemon.berth(&["rmi", &source, "mine:1"]).success();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&std::fs::read(&archive).unwrap()).unwrap();
+    let out = daemon.berth_with_input(&["load"], Some(&gz.finish().unwrap())).success();
+    assert!(out.stdout.contains("Loaded image: mine:1"), "{}", out.stdout);
+    daemon.berth(&["run", "--rm", "mine:1", "true"]).success();
+
+    // Archives made by skopeo: docker-archive (uncompressed layers, <hex>.json config) and
+    // oci-archive.
+    let skopeo_docker = work.path().join("skopeo-docker.tar");
+    fixtures::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{source}"),
+        &format!("docker-archive:{}:from/skopeo:7", skopeo_docker.display()),
+    ]));
+    let out = daemon.berth(&["load", "-i", &skopeo_docker.display().to_string()]).success();
+    assert_eq!(out.stdout, "Loaded image: from/skopeo:7\n");
+    let out = daemon.berth(&["run", "--rm", "from/skopeo:7", "echo", "from skopeo"]).success();
+    assert_eq!(out.stdout, "from skopeo\n");
+    let skopeo_oci = work.path().join("skopeo-oci.tar");
+    fixtures::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{source}"),
+        &format!("oci-archive:{}:oci/named:2", skopeo_oci.display()),
+    ]));
+    let out = daemon.berth(&["load", "-i", &skopeo_oci.display().to_string()]).success();
+    assert_eq!(out.stdout, "Loaded image: oci/named:2\n");
+    daemon.berth(&["run", "--rm", "oci/named:2", "true"]).success();
+    let out = daemon.berth(&["events", "--since", "seq:0", "--until", "0s", "--filter", "event=load"]).success();
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
+
+    // A blob whose content does not match its name is refused; nothing is left behind.
+    let bad = work.path().join("bad.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&bad).unwrap());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, format!("blobs/sha256/{}", "0".repeat(64)), &b"hello"[..]).unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    let out = daemon.berth(&["load", "-i", &bad.display().to_string()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("digest mismatch"), "{}", out.stderr);
+    let out = daemon.berth_with_input(&["load"], Some(b"definitely not a tar"));
+    assert_eq!(out.code, 1);
+    assert_eq!(std::fs::read_dir(daemon.root.join("content/ingest")).unwrap().count(), 0);
+
+    // save refuses what is not there.
+    let out = daemon.berth(&["save", "-o", &work.path().join("x.tar").display().to_string(), "nothing:here"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("No such image"), "{}", out.stderr);
+    assert!(!work.path().join("x.tar").exists());
+}

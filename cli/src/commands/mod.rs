@@ -11,6 +11,7 @@ mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
+mod load;
 mod login;
 mod logout;
 mod logs;
@@ -20,6 +21,7 @@ mod pull;
 mod push;
 mod rmi;
 mod run;
+mod save;
 mod session;
 mod start;
 mod tag;
@@ -68,6 +70,10 @@ pub enum Command {
     Top(top::Args),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(save::Args),
+    /// Load an image from a tar archive or STDIN
+    Load(load::Args),
     /// Log in to a registry
     Login(login::Args),
     /// Log out from a registry
@@ -121,6 +127,8 @@ impl Command {
             Command::Top(_) => "top",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Save(_) => "save",
+            Command::Load(_) => "load",
             Command::Login(_) => "login",
             Command::Logout(_) => "logout",
             Command::Push(_) => "push",
@@ -176,6 +184,8 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Top(args) => top::run(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Save(args) => save::run(args, connection).await,
+        Command::Load(args) => load::run(args, connection).await,
         Command::Login(args) => login::run(args, connection).await,
         Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,

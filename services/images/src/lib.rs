@@ -1,6 +1,7 @@
 //! The images service: the content store (`berth.content.v1`), registry pulls with
 //! streamed unpacking, image metadata (`berth.images.v1`), leases and garbage collection.
 
+mod archive;
 mod content;
 mod db;
 mod digest;

@@ -234,14 +234,39 @@ impl Images for ImagesService {
 
     type SaveStream = BoxStream<SaveChunk>;
 
-    async fn save(&self, _request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
-        not_yet("save")
+    async fn save(&self, request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let request = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::archive::save::save(state, namespace, request, tx.clone()).await {
+                tracing::warn!(error = %err, "save failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type LoadStream = BoxStream<LoadProgress>;
 
-    async fn load(&self, _request: Request<Streaming<LoadRequest>>) -> Result<Response<Self::LoadStream>, Status> {
-        not_yet("load")
+    async fn load(&self, request: Request<Streaming<LoadRequest>>) -> Result<Response<Self::LoadStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let mut stream = request.into_inner();
+        let options = match stream.message().await? {
+            Some(LoadRequest { payload: Some(load_request::Payload::Options(options)) }) => options,
+            _ => return Err(Status::invalid_argument("the first Load message must carry the LoadOptions")),
+        };
+        let input = crate::archive::data_stream(stream);
+        let (tx, rx) = mpsc::channel(16);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::archive::load::load(state, namespace, options, input, tx.clone()).await {
+                tracing::warn!(error = %err, "load failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type ImportStream = BoxStream<ImportProgress>;
