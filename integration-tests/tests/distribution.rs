@@ -413,3 +413,60 @@ async fn save_is_read_by_skopeo_umoci_and_load_and_foreign_archives_load() {
     assert!(out.stderr.contains("No such image"), "{}", out.stderr);
     assert!(!work.path().join("x.tar").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shows_the_config_history_and_search_reads_the_catalog() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_busybox(&registry.address, "busybox:latest");
+    fixtures::push_busybox(&registry.address, "tools/busybox-extra:1");
+    fixtures::push_multilayer(&registry.address, "layers:latest", 0);
+    let daemon = Daemon::start();
+    let image = format!("{}/busybox:latest", registry.address);
+    daemon.berth(&["pull", &image]).success();
+
+    let out = daemon.berth(&["history", &image]).success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("IMAGE") && lines[0].contains("CREATED BY") && lines[0].ends_with("COMMENT"));
+    let id = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: image.clone(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert!(lines[1].starts_with(&id["sha256:".len().."sha256:".len() + 12]), "{}", out.stdout);
+    let layer_line = lines.iter().find(|l| l.contains("busybox-static rootfs")).expect("the layer's history entry");
+    assert!(layer_line.contains("MB"), "the layer row has its size: {layer_line}");
+    let quiet = daemon.berth(&["history", "-q", "--no-trunc", &image]).success();
+    let ids: Vec<&str> = quiet.stdout.lines().collect();
+    assert_eq!(ids.len(), lines.len() - 1);
+    assert_eq!(ids[0], id);
+    assert!(ids[1..].iter().all(|i| *i == "<missing>"), "{}", quiet.stdout);
+    let json = daemon.berth(&["history", "--format", "json", &image]).success();
+    for line in json.stdout.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(row["CreatedSince"].as_str().unwrap().ends_with("ago"), "{row}");
+    }
+
+    let out = daemon.berth(&["search", &format!("{}/busy", registry.address)]).success();
+    let names: Vec<&str> = out.stdout.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [format!("{}/busybox", registry.address), format!("{}/tools/busybox-extra", registry.address)],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]
+    );
+    let out = daemon.berth(&["search", "--registry", &registry.address, "--limit", "1", "a"]).success();
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    let out =
+        daemon.berth(&["search", "--filter", "is-official=true", &format!("{}/busy", registry.address)]).success();
+    assert_eq!(out.stdout.lines().count(), 1, "nothing in a catalog is official: {}", out.stdout);
+    let out = daemon.berth(&["search", "--filter", "color=blue", &format!("{}/busy", registry.address)]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("invalid filter 'color'"), "{}", out.stderr);
+}

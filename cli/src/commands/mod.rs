@@ -5,6 +5,7 @@ mod container_options;
 mod create;
 mod events;
 mod exec;
+mod history;
 mod image;
 mod images;
 mod import;
@@ -22,6 +23,7 @@ mod push;
 mod rmi;
 mod run;
 mod save;
+mod search;
 mod session;
 mod start;
 mod tag;
@@ -70,6 +72,10 @@ pub enum Command {
     Top(top::Args),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Search registries for images
+    Search(search::Args),
+    /// Show the history of an image
+    History(history::Args),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(save::Args),
     /// Load an image from a tar archive or STDIN
@@ -127,6 +133,8 @@ impl Command {
             Command::Top(_) => "top",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Search(_) => "search",
+            Command::History(_) => "history",
             Command::Save(_) => "save",
             Command::Load(_) => "load",
             Command::Login(_) => "login",
@@ -184,6 +192,8 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Top(args) => top::run(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Search(args) => search::run(args, connection).await,
+        Command::History(args) => history::run(args, connection).await,
         Command::Save(args) => save::run(args, connection).await,
         Command::Load(args) => load::run(args, connection).await,
         Command::Login(args) => login::run(args, connection).await,

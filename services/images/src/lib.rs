@@ -19,6 +19,7 @@ mod push;
 mod reference;
 mod registry;
 mod resolve;
+mod search;
 mod service;
 mod sources;
 mod state;

@@ -43,10 +43,6 @@ fn platform_of(platform: Option<&berth_proto::types::v1::Platform>) -> Option<Pl
     })
 }
 
-fn not_yet<T>(what: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!("{what} is not implemented yet")))
-}
-
 #[tonic::async_trait]
 impl Images for ImagesService {
     async fn get(&self, request: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
@@ -187,6 +183,19 @@ impl Images for ImagesService {
                 }
             })
             .collect();
+        if entries.is_empty() {
+            // No history in the config: one entry per layer, as Docker shows it.
+            let created = crate::manifest::created_time(&resolved.config.parsed).map(berth_common::time::to_proto);
+            for (diff_id, layer) in resolved.config.diff_ids.iter().zip(resolved.layers.iter()) {
+                let size = self.state.db.layer_size(diff_id.as_str()).ok().flatten().map(|s| s as i64);
+                entries.push(HistoryEntry {
+                    created,
+                    size: size.unwrap_or(layer.size),
+                    id: "<missing>".into(),
+                    ..Default::default()
+                });
+            }
+        }
         entries.reverse();
         if let Some(top) = entries.first_mut() {
             top.id = resolved.id().to_string();
@@ -291,8 +300,8 @@ impl Images for ImagesService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn search(&self, _request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
-        not_yet("search")
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        Ok(Response::new(crate::search::search(&self.state.ctx.config, request.get_ref()).await?))
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
