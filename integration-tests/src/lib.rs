@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod daemon;
 pub mod fixtures;
 pub mod registry;
+pub mod terminal;
 
 pub use daemon::{Daemon, DaemonOptions, Output};
 pub use registry::Registry;

@@ -1,10 +1,13 @@
 //! One module per command.
 
+mod attach;
 mod completion;
 mod container_options;
+mod cp;
 mod create;
 mod events;
 mod exec;
+mod filesystem;
 mod history;
 mod image;
 mod images;
@@ -26,6 +29,7 @@ mod save;
 mod search;
 mod session;
 mod start;
+mod stats;
 mod tag;
 mod top;
 mod version;
@@ -45,6 +49,8 @@ pub enum Command {
     Create(create::Args),
     /// Start one or more stopped containers
     Start(start::Args),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(attach::Args),
     /// Stop one or more running containers
     Stop(lifecycle::StopArgs),
     /// Restart one or more containers
@@ -70,6 +76,16 @@ pub enum Command {
     Exec(exec::Args),
     /// Display the running processes of a container
     Top(top::Args),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::Args),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::Args),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(filesystem::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(filesystem::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(filesystem::ExportArgs),
     /// Download an image from a registry
     Pull(pull::Args),
     /// Search registries for images
@@ -119,6 +135,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Create(_) => "create",
             Command::Start(_) => "start",
+            Command::Attach(_) => "attach",
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
             Command::Kill(_) => "kill",
@@ -131,6 +148,11 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Stats(_) => "stats",
+            Command::Cp(_) => "cp",
+            Command::Diff(_) => "diff",
+            Command::Commit(_) => "commit",
+            Command::Export(_) => "export",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
             Command::Search(_) => "search",
@@ -178,6 +200,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(args, connection).await,
         Command::Create(args) => create::run(args, connection).await,
         Command::Start(args) => start::run(args, connection).await,
+        Command::Attach(args) => attach::run(args, connection).await,
         Command::Stop(args) => lifecycle::stop(args, connection).await,
         Command::Restart(args) => lifecycle::restart(args, connection).await,
         Command::Kill(args) => lifecycle::kill(args, connection).await,
@@ -190,6 +213,11 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Stats(args) => stats::run(args, connection).await,
+        Command::Cp(args) => cp::run(args, connection).await,
+        Command::Diff(args) => filesystem::diff(args, connection).await,
+        Command::Commit(args) => filesystem::commit(args, connection).await,
+        Command::Export(args) => filesystem::export(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
         Command::Search(args) => search::run(args, connection).await,
