@@ -222,6 +222,27 @@ async fn pull_tag_push_rmi_pull_run_round_trip() {
     assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
     assert!(out.stdout.contains(&copy), "{}", out.stdout);
 
+    // An image committed from a container pushes too: two layers, both in the registry.
+    let committed = format!("{}/committed:1", registry.address);
+    daemon.berth(&["run", "--name", "maker", &copy, "sh", "-c", "echo made > /made.txt"]).success();
+    daemon.berth(&["commit", "maker", &committed]).success();
+    let out = daemon.berth(&["push", &committed]).success();
+    assert!(out.stdout.contains(": Pushed"), "{}", out.stdout);
+    let local = layer_digests(&daemon, &committed).await;
+    assert_eq!(local.len(), 2);
+    let remote: Vec<String> = skopeo_inspect(&committed, None)["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(remote, local);
+    daemon.berth(&["rm", "maker"]).success();
+    daemon.berth(&["rmi", &committed]).success();
+    daemon.berth(&["pull", &committed]).success();
+    let out = daemon.berth(&["run", "--rm", &committed, "cat", "/made.txt"]).success();
+    assert_eq!(out.stdout, "made\n");
+
     // Nothing local under that name: Docker's message.
     let out = daemon.berth(&["push", &format!("{}/nothing:here", registry.address)]);
     assert_eq!(out.code, 1);
