@@ -309,6 +309,31 @@ async fn login_checks_credentials_stores_them_0600_and_pull_push_use_them() {
     daemon.berth(&["rmi", &image]).success();
     let out = daemon.berth_env(&["pull", &image], &env, None);
     assert_eq!(out.code, 1, "after logout the pull is anonymous again: {out:?}");
+
+    // With a credential store configured, the secret goes to the helper, not the file.
+    let helper_dir = work.path().join("helper");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nstore=\"$(dirname \"$0\")/store.json\"\ncase \"$1\" in\n  store) cat > \"$store\" ;;\n  get) cat > /dev/null; [ -f \"$store\" ] && cat \"$store\" || { echo 'credentials not found in native keychain'; exit 1; } ;;\n  erase) cat > /dev/null; rm -f \"$store\" ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&config_file, r#"{"credsStore": "berthtest"}"#).unwrap();
+    let path = format!("{}:{}", helper_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let env = [("DOCKER_CONFIG", env_value.as_str()), ("PATH", path.as_str())];
+    daemon.berth_env(&["login", "-u", "tester", "--password-stdin", server], &env, Some(b"s3cret")).success();
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(helper_dir.join("store.json")).unwrap()).unwrap();
+    assert_eq!(kept["Secret"], "s3cret");
+    assert_eq!(kept["Username"], "tester");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_file).unwrap()).unwrap();
+    assert_eq!(stored["auths"][server], serde_json::json!({}), "{stored}");
+    assert_eq!(stored["credsStore"], "berthtest");
+    daemon.berth_env(&["pull", &image], &env, None).success();
+    daemon.berth_env(&["logout", server], &env, None).success();
+    assert!(!helper_dir.join("store.json").exists(), "logout erases from the helper");
 }
 
 fn tar_names(path: &Path) -> Vec<String> {
@@ -490,4 +515,50 @@ async fn history_shows_the_config_history_and_search_reads_the_catalog() {
     let out = daemon.berth(&["search", "--filter", "color=blue", &format!("{}/busy", registry.address)]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("invalid filter 'color'"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_arch_index_is_pushed_whole_only_when_every_platform_is_here() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_multiarch(&registry.address, "multi:latest");
+    let daemon = Daemon::start();
+    let source = format!("{}/multi:latest", registry.address);
+    let raw = |reference: &str| -> serde_json::Value {
+        let out = fixtures::run(std::process::Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // Only the host's platform was pulled: that manifest alone goes.
+    daemon.berth(&["pull", &source]).success();
+    let partial = format!("{}/partial:1", registry.address);
+    daemon.berth(&["tag", &source, &partial]).success();
+    let out = daemon.berth(&["push", &partial]).success();
+    assert!(out.stdout.contains("Pushing only the linux/amd64 manifest"), "{}", out.stdout);
+    let pushed = raw(&partial);
+    assert!(pushed.get("config").is_some() && pushed.get("manifests").is_none(), "a manifest, not an index: {pushed}");
+
+    // With every platform here, the index goes as it is (same digest as the source).
+    daemon.berth(&["pull", "--platform", "linux/arm64/v8", &source]).success();
+    let whole = format!("{}/whole:1", registry.address);
+    daemon.berth(&["tag", &source, &whole]).success();
+    let out = daemon.berth(&["push", &whole]).success();
+    let digest = out.stdout.lines().last().unwrap().split(' ').nth(2).unwrap().to_string();
+    let copied = raw(&whole);
+    assert_eq!(copied["manifests"].as_array().unwrap().len(), 2, "{copied}");
+    let index_digest = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: source.clone(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .target
+        .unwrap()
+        .digest;
+    assert_eq!(digest, index_digest, "the index is pushed byte for byte");
 }
