@@ -225,6 +225,9 @@ async fn pull_tag_push_rmi_pull_run_round_trip() {
     // An image committed from a container pushes too: two layers, both in the registry.
     let committed = format!("{}/committed:1", registry.address);
     daemon.berth(&["run", "--name", "maker", &copy, "sh", "-c", "echo made > /made.txt"]).success();
+    // `run` returns when the output ends; the exit may not be recorded yet (a commit would
+    // then try to pause a dead container).
+    daemon.berth(&["wait", "maker"]).success();
     daemon.berth(&["commit", "maker", &committed]).success();
     let out = daemon.berth(&["push", &committed]).success();
     assert!(out.stdout.contains(": Pushed"), "{}", out.stdout);

@@ -1,6 +1,8 @@
 //! Image archives: `Save` writes docker-archive + OCI layout tars, `Load` reads either.
 
 pub mod load;
+mod plan;
+mod read;
 pub mod save;
 
 use berth_proto::images::v1::LoadRequest;
