@@ -17,6 +17,22 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// `--filter key=value` flags, grouped by key (values of one key are OR-ed by the daemon).
+pub fn parse_filters(filters: &[String]) -> Result<Vec<berth_proto::types::v1::Filter>> {
+    let mut parsed: Vec<berth_proto::types::v1::Filter> = Vec::new();
+    for filter in filters {
+        let (key, value) = filter
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {filter}"))?;
+        let key = key.trim().to_ascii_lowercase();
+        match parsed.iter_mut().find(|f| f.key == key) {
+            Some(existing) => existing.values.push(value.to_string()),
+            None => parsed.push(berth_proto::types::v1::Filter { key, values: vec![value.to_string()] }),
+        }
+    }
+    Ok(parsed)
+}
+
 /// Prints rows as Docker's tabwriter does: columns padded to the widest cell plus three
 /// spaces, the last column unpadded.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
@@ -198,6 +214,16 @@ mod tests {
         assert_eq!(human_binary_size(64 << 20), "64MiB");
         assert_eq!(human_binary_size(319_488), "312KiB");
         assert_eq!(human_binary_size(24_676_000_000), "22.98GiB");
+    }
+
+    #[test]
+    fn filters_group_by_key() {
+        let filters = parse_filters(&["event=die".into(), "Event=oom".into(), "label=a=b".into()]).unwrap();
+        assert_eq!(filters.len(), 2);
+        assert_eq!(filters[0].key, "event");
+        assert_eq!(filters[0].values, ["die", "oom"]);
+        assert_eq!(filters[1].values, ["a=b"]);
+        assert!(parse_filters(&["nonsense".into()]).is_err());
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::io::Write;
 
 use anyhow::{Context, Result, anyhow, bail};
 use berth_proto::events::v1::{Envelope, SubscribeRequest, subscribe_response};
-use berth_proto::types::v1::Filter;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use futures::StreamExt;
 
@@ -50,7 +49,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         Some(other) => return Err(anyhow!("unsupported --format {other:?}: use \"json\"").into()),
     };
     let now = Utc::now();
-    let mut request = SubscribeRequest { filters: parse_filters(&args.filter)?, ..Default::default() };
+    let mut request = SubscribeRequest { filters: crate::output::parse_filters(&args.filter)?, ..Default::default() };
     match args.since.as_deref().map(|s| parse_point(s, now)).transpose().context("invalid --since")? {
         // seq 0 has no "after" on the wire (0 means live only): from the oldest event.
         Some(Point::Seq(0)) => request.since_time = Some(prost_types::Timestamp { seconds: 0, nanos: 1 }),
@@ -86,17 +85,6 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         return Err(anyhow!("the event stream ended: the daemon closed it (shutting down?)").into());
     }
     Ok(())
-}
-
-fn parse_filters(filters: &[String]) -> Result<Vec<Filter>> {
-    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for filter in filters {
-        let Some((key, value)) = filter.split_once('=') else {
-            bail!("bad format of filter {filter:?} (expected name=value)");
-        };
-        by_key.entry(key.trim().to_lowercase()).or_default().push(value.to_string());
-    }
-    Ok(by_key.into_iter().map(|(key, values)| Filter { key, values }).collect())
 }
 
 fn parse_point(text: &str, now: DateTime<Utc>) -> Result<Point> {
@@ -272,15 +260,5 @@ mod tests {
         assert_eq!(json["Actor"]["Attributes"]["exitCode"], "0");
         assert_eq!(json["timeNano"], 1_795_824_000_000_000_005i64);
         assert_eq!(json["seq"], 7);
-    }
-
-    #[test]
-    fn filters_group_by_key() {
-        let filters = parse_filters(&["event=die".into(), "event=oom".into(), "label=a=b".into()]).unwrap();
-        assert_eq!(filters.len(), 2);
-        assert_eq!(filters[0].key, "event");
-        assert_eq!(filters[0].values, ["die", "oom"]);
-        assert_eq!(filters[1].values, ["a=b"]);
-        assert!(parse_filters(&["nonsense".into()]).is_err());
     }
 }

@@ -179,7 +179,7 @@ async fn prune(args: PruneArgs, connection: Connection) -> Outcome {
             return Ok(());
         }
     }
-    let filters = super::images::parse_filters(&args.filter)?;
+    let filters = crate::output::parse_filters(&args.filter)?;
     let response = connection
         .images()
         .prune(PruneImagesRequest { all: args.all, filters })

@@ -52,37 +52,9 @@ struct Row {
     virtual_size: String,
 }
 
-pub fn parse_filters(filters: &[String]) -> anyhow::Result<Vec<Filter>> {
-    let mut out: Vec<Filter> = Vec::new();
-    for filter in filters {
-        let (key, value) = filter
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {filter}"))?;
-        match out.iter_mut().find(|f| f.key == key) {
-            Some(existing) => existing.values.push(value.to_string()),
-            None => out.push(Filter { key: key.to_string(), values: vec![value.to_string()] }),
-        }
-    }
-    Ok(out)
-}
-
-/// Docker's "About an hour ago" style (go-units HumanDuration).
+/// Docker's "About an hour ago" style.
 pub fn human_since(time: DateTime<Utc>) -> String {
-    let seconds = (Utc::now() - time).num_seconds().max(0);
-    let text = match seconds {
-        s if s < 1 => "Less than a second".to_string(),
-        1 => "1 second".to_string(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".to_string(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".to_string(),
-        s if s < 48 * 3600 => format!("{} hours", s / 3600),
-        s if s < 7 * 24 * 3600 * 2 => format!("{} days", s / (24 * 3600)),
-        s if s < 30 * 24 * 3600 * 3 => format!("{} weeks", s / (7 * 24 * 3600)),
-        s if s < 365 * 24 * 3600 * 2 => format!("{} months", s / (30 * 24 * 3600)),
-        s => format!("{} years", s / (365 * 24 * 3600)),
-    };
-    format!("{text} ago")
+    format!("{} ago", crate::output::human_duration((Utc::now() - time).num_seconds().max(0)))
 }
 
 fn short_id(id: &str, no_trunc: bool) -> String {
@@ -140,31 +112,8 @@ fn rows(images: &[ImageSummary], no_trunc: bool) -> Vec<Row> {
     rows
 }
 
-/// Columns padded like Docker's tabwriter (3 spaces between columns).
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let text: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<width$}", width = widths[i] + 3) })
-            .collect();
-        println!("{}", text.join("").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 pub async fn run(args: Args, connection: Connection) -> Outcome {
-    let mut filters = parse_filters(&args.filter)?;
+    let mut filters = crate::output::parse_filters(&args.filter)?;
     if let Some(reference) = &args.reference {
         filters.push(Filter { key: "reference".into(), values: vec![reference.clone()] });
     }
@@ -208,7 +157,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
                     cells
                 })
                 .collect();
-            print_table(&header, &cells);
+            crate::output::print_table(&header, &cells);
         }
         Some(other) => {
             return Err(anyhow::anyhow!("unsupported --format {other:?}: use \"table\" or \"json\"").into());

@@ -1,8 +1,6 @@
 //! `berth ps`: CONTAINER ID IMAGE COMMAND CREATED STATUS PORTS NAMES.
 
-use anyhow::Result;
 use berth_proto::containers::v1::{Container, ContainerStatus, ListContainersRequest};
-use berth_proto::types::v1::Filter;
 
 use crate::client::Connection;
 use crate::exit::Outcome;
@@ -31,20 +29,6 @@ pub struct Args {
     /// Output format
     #[arg(long, value_enum, default_value_t)]
     format: Format,
-}
-
-pub fn parse_filters(filters: &[String]) -> Result<Vec<Filter>> {
-    let mut parsed: Vec<Filter> = Vec::new();
-    for filter in filters {
-        let (key, value) = filter
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {filter}"))?;
-        match parsed.iter_mut().find(|f| f.key == key) {
-            Some(existing) => existing.values.push(value.to_string()),
-            None => parsed.push(Filter { key: key.to_string(), values: vec![value.to_string()] }),
-        }
-    }
-    Ok(parsed)
 }
 
 pub fn status_text(container: &Container) -> String {
@@ -77,8 +61,12 @@ pub fn short_id(id: &str) -> &str {
 
 pub async fn run(args: Args, connection: Connection) -> Outcome {
     let limit = if args.latest { 1 } else { args.last.unwrap_or(0) };
-    let request =
-        ListContainersRequest { all: args.all || limit > 0, limit, filters: parse_filters(&args.filter)?, size: false };
+    let request = ListContainersRequest {
+        all: args.all || limit > 0,
+        limit,
+        filters: crate::output::parse_filters(&args.filter)?,
+        size: false,
+    };
     let containers = connection.containers().list(request).await.map_err(anyhow::Error::from)?.into_inner().containers;
     if args.quiet {
         for c in &containers {
