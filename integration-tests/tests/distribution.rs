@@ -222,6 +222,30 @@ async fn pull_tag_push_rmi_pull_run_round_trip() {
     assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
     assert!(out.stdout.contains(&copy), "{}", out.stdout);
 
+    // An image committed from a container pushes too: two layers, both in the registry.
+    let committed = format!("{}/committed:1", registry.address);
+    daemon.berth(&["run", "--name", "maker", &copy, "sh", "-c", "echo made > /made.txt"]).success();
+    // `run` returns when the output ends; the exit may not be recorded yet (a commit would
+    // then try to pause a dead container).
+    daemon.berth(&["wait", "maker"]).success();
+    daemon.berth(&["commit", "maker", &committed]).success();
+    let out = daemon.berth(&["push", &committed]).success();
+    assert!(out.stdout.contains(": Pushed"), "{}", out.stdout);
+    let local = layer_digests(&daemon, &committed).await;
+    assert_eq!(local.len(), 2);
+    let remote: Vec<String> = skopeo_inspect(&committed, None)["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(remote, local);
+    daemon.berth(&["rm", "maker"]).success();
+    daemon.berth(&["rmi", &committed]).success();
+    daemon.berth(&["pull", &committed]).success();
+    let out = daemon.berth(&["run", "--rm", &committed, "cat", "/made.txt"]).success();
+    assert_eq!(out.stdout, "made\n");
+
     // Nothing local under that name: Docker's message.
     let out = daemon.berth(&["push", &format!("{}/nothing:here", registry.address)]);
     assert_eq!(out.code, 1);
@@ -288,4 +312,256 @@ async fn login_checks_credentials_stores_them_0600_and_pull_push_use_them() {
     daemon.berth(&["rmi", &image]).success();
     let out = daemon.berth_env(&["pull", &image], &env, None);
     assert_eq!(out.code, 1, "after logout the pull is anonymous again: {out:?}");
+
+    // With a credential store configured, the secret goes to the helper, not the file.
+    let helper_dir = work.path().join("helper");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nstore=\"$(dirname \"$0\")/store.json\"\ncase \"$1\" in\n  store) cat > \"$store\" ;;\n  get) cat > /dev/null; [ -f \"$store\" ] && cat \"$store\" || { echo 'credentials not found in native keychain'; exit 1; } ;;\n  erase) cat > /dev/null; rm -f \"$store\" ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&config_file, r#"{"credsStore": "berthtest"}"#).unwrap();
+    let path = format!("{}:{}", helper_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let env = [("DOCKER_CONFIG", env_value.as_str()), ("PATH", path.as_str())];
+    daemon.berth_env(&["login", "-u", "tester", "--password-stdin", server], &env, Some(b"s3cret")).success();
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(helper_dir.join("store.json")).unwrap()).unwrap();
+    assert_eq!(kept["Secret"], "s3cret");
+    assert_eq!(kept["Username"], "tester");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_file).unwrap()).unwrap();
+    assert_eq!(stored["auths"][server], serde_json::json!({}), "{stored}");
+    assert_eq!(stored["credsStore"], "berthtest");
+    daemon.berth_env(&["pull", &image], &env, None).success();
+    daemon.berth_env(&["logout", server], &env, None).success();
+    assert!(!helper_dir.join("store.json").exists(), "logout erases from the helper");
+}
+
+fn tar_names(path: &Path) -> Vec<String> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_is_read_by_skopeo_umoci_and_load_and_foreign_archives_load() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_busybox(&registry.address, "busybox:latest");
+    let daemon = Daemon::start();
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("{}/busybox:latest", registry.address);
+    daemon.berth(&["pull", &source]).success();
+    daemon.berth(&["tag", &source, "mine:1"]).success();
+    let layers = layer_digests(&daemon, "mine:1").await;
+    let manifest_digest = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: "mine:1".into(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .manifest
+        .unwrap()
+        .digest;
+
+    let archive = work.path().join("images.tar");
+    let archive_arg = archive.display().to_string();
+    daemon.berth(&["save", "-o", &archive_arg, &source, "mine:1"]).success();
+    let names = tar_names(&archive);
+    for expected in ["oci-layout", "index.json", "manifest.json", "repositories"] {
+        assert!(names.contains(&expected.to_string()), "{names:?}");
+    }
+    let layer_path = format!("blobs/sha256/{}", &layers[0]["sha256:".len()..]);
+    assert_eq!(names.iter().filter(|n| **n == layer_path).count(), 1, "each blob once: {names:?}");
+
+    // Independent readers: skopeo (both transports) and umoci.
+    let docker = fixtures::run(
+        std::process::Command::new("skopeo").args(["inspect", &format!("docker-archive:{archive_arg}:mine:1")]),
+    );
+    let docker: serde_json::Value = serde_json::from_str(&docker).unwrap();
+    assert_eq!(docker["Layers"].as_array().unwrap().len(), 1, "{docker}");
+    let oci =
+        fixtures::run(std::process::Command::new("skopeo").args(["inspect", &format!("oci-archive:{archive_arg}:1")]));
+    let oci: serde_json::Value = serde_json::from_str(&oci).unwrap();
+    assert_eq!(oci["Digest"], manifest_digest.as_str());
+    assert_eq!(oci["Layers"][0], layers[0].as_str());
+    let layout = work.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    fixtures::run(std::process::Command::new("tar").arg("-C").arg(&layout).arg("-xf").arg(&archive));
+    let bundle = work.path().join("bundle");
+    fixtures::run(
+        std::process::Command::new("umoci")
+            .args(["unpack", "--image", &format!("{}:1", layout.display())])
+            .arg(&bundle),
+    );
+    assert!(bundle.join("rootfs/bin/busybox").exists());
+
+    // save -> rmi -> load -> run, from a file and from a gzip stream on stdin.
+    daemon.berth(&["rmi", &source, "mine:1"]).success();
+    let out = daemon.berth(&["load", "-i", &archive_arg]).success();
+    assert_eq!(out.stdout, format!("Loaded image: {source}\nLoaded image: mine:1\n"));
+    assert_eq!(layer_digests(&daemon, "mine:1").await, layers);
+    let out = daemon.berth(&["run", "--rm", "mine:1", "echo", "loaded"]).success();
+    assert_eq!(out.stdout, "loaded\n");
+    daemon.berth(&["rmi", &source, "mine:1"]).success();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&std::fs::read(&archive).unwrap()).unwrap();
+    let out = daemon.berth_with_input(&["load"], Some(&gz.finish().unwrap())).success();
+    assert!(out.stdout.contains("Loaded image: mine:1"), "{}", out.stdout);
+    daemon.berth(&["run", "--rm", "mine:1", "true"]).success();
+
+    // Archives made by skopeo: docker-archive (uncompressed layers, <hex>.json config) and
+    // oci-archive.
+    let skopeo_docker = work.path().join("skopeo-docker.tar");
+    fixtures::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{source}"),
+        &format!("docker-archive:{}:from/skopeo:7", skopeo_docker.display()),
+    ]));
+    let out = daemon.berth(&["load", "-i", &skopeo_docker.display().to_string()]).success();
+    assert_eq!(out.stdout, "Loaded image: from/skopeo:7\n");
+    let out = daemon.berth(&["run", "--rm", "from/skopeo:7", "echo", "from skopeo"]).success();
+    assert_eq!(out.stdout, "from skopeo\n");
+    let skopeo_oci = work.path().join("skopeo-oci.tar");
+    fixtures::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{source}"),
+        &format!("oci-archive:{}:oci/named:2", skopeo_oci.display()),
+    ]));
+    let out = daemon.berth(&["load", "-i", &skopeo_oci.display().to_string()]).success();
+    assert_eq!(out.stdout, "Loaded image: oci/named:2\n");
+    daemon.berth(&["run", "--rm", "oci/named:2", "true"]).success();
+    let out = daemon.berth(&["events", "--since", "seq:0", "--until", "0s", "--filter", "event=load"]).success();
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
+
+    // A blob whose content does not match its name is refused; nothing is left behind.
+    let bad = work.path().join("bad.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&bad).unwrap());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, format!("blobs/sha256/{}", "0".repeat(64)), &b"hello"[..]).unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    let out = daemon.berth(&["load", "-i", &bad.display().to_string()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("digest mismatch"), "{}", out.stderr);
+    let out = daemon.berth_with_input(&["load"], Some(b"definitely not a tar"));
+    assert_eq!(out.code, 1);
+    assert_eq!(std::fs::read_dir(daemon.root.join("content/ingest")).unwrap().count(), 0);
+
+    // save refuses what is not there.
+    let out = daemon.berth(&["save", "-o", &work.path().join("x.tar").display().to_string(), "nothing:here"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("No such image"), "{}", out.stderr);
+    assert!(!work.path().join("x.tar").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shows_the_config_history_and_search_reads_the_catalog() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_busybox(&registry.address, "busybox:latest");
+    fixtures::push_busybox(&registry.address, "tools/busybox-extra:1");
+    fixtures::push_multilayer(&registry.address, "layers:latest", 0);
+    let daemon = Daemon::start();
+    let image = format!("{}/busybox:latest", registry.address);
+    daemon.berth(&["pull", &image]).success();
+
+    let out = daemon.berth(&["history", &image]).success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("IMAGE") && lines[0].contains("CREATED BY") && lines[0].ends_with("COMMENT"));
+    let id = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: image.clone(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert!(lines[1].starts_with(&id["sha256:".len().."sha256:".len() + 12]), "{}", out.stdout);
+    let layer_line = lines.iter().find(|l| l.contains("busybox-static rootfs")).expect("the layer's history entry");
+    assert!(layer_line.contains("MB"), "the layer row has its size: {layer_line}");
+    let quiet = daemon.berth(&["history", "-q", "--no-trunc", &image]).success();
+    let ids: Vec<&str> = quiet.stdout.lines().collect();
+    assert_eq!(ids.len(), lines.len() - 1);
+    assert_eq!(ids[0], id);
+    assert!(ids[1..].iter().all(|i| *i == "<missing>"), "{}", quiet.stdout);
+    let json = daemon.berth(&["history", "--format", "json", &image]).success();
+    for line in json.stdout.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(row["CreatedSince"].as_str().unwrap().ends_with("ago"), "{row}");
+    }
+
+    let out = daemon.berth(&["search", &format!("{}/busy", registry.address)]).success();
+    let names: Vec<&str> = out.stdout.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [format!("{}/busybox", registry.address), format!("{}/tools/busybox-extra", registry.address)],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]
+    );
+    let out = daemon.berth(&["search", "--registry", &registry.address, "--limit", "1", "a"]).success();
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    let out =
+        daemon.berth(&["search", "--filter", "is-official=true", &format!("{}/busy", registry.address)]).success();
+    assert_eq!(out.stdout.lines().count(), 1, "nothing in a catalog is official: {}", out.stdout);
+    let out = daemon.berth(&["search", "--filter", "color=blue", &format!("{}/busy", registry.address)]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("invalid filter 'color'"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_arch_index_is_pushed_whole_only_when_every_platform_is_here() {
+    require_root!();
+    let registry = Registry::start();
+    fixtures::push_multiarch(&registry.address, "multi:latest");
+    let daemon = Daemon::start();
+    let source = format!("{}/multi:latest", registry.address);
+    let raw = |reference: &str| -> serde_json::Value {
+        let out = fixtures::run(std::process::Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // Only the host's platform was pulled: that manifest alone goes.
+    daemon.berth(&["pull", &source]).success();
+    let partial = format!("{}/partial:1", registry.address);
+    daemon.berth(&["tag", &source, &partial]).success();
+    let out = daemon.berth(&["push", &partial]).success();
+    assert!(out.stdout.contains("Pushing only the linux/amd64 manifest"), "{}", out.stdout);
+    let pushed = raw(&partial);
+    assert!(pushed.get("config").is_some() && pushed.get("manifests").is_none(), "a manifest, not an index: {pushed}");
+
+    // With every platform here, the index goes as it is (same digest as the source).
+    daemon.berth(&["pull", "--platform", "linux/arm64/v8", &source]).success();
+    let whole = format!("{}/whole:1", registry.address);
+    daemon.berth(&["tag", &source, &whole]).success();
+    let out = daemon.berth(&["push", &whole]).success();
+    let digest = out.stdout.lines().last().unwrap().split(' ').nth(2).unwrap().to_string();
+    let copied = raw(&whole);
+    assert_eq!(copied["manifests"].as_array().unwrap().len(), 2, "{copied}");
+    let index_digest = images(&daemon)
+        .await
+        .inspect(InspectImageRequest { reference: source.clone(), platform: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .target
+        .unwrap()
+        .digest;
+    assert_eq!(digest, index_digest, "the index is pushed byte for byte");
 }

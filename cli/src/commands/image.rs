@@ -25,6 +25,16 @@ pub enum Command {
     Rm(super::rmi::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(super::tag::Args),
+    /// Upload an image to a registry
+    Push(super::push::Args),
+    /// Save one or more images to a tar archive
+    Save(super::save::Args),
+    /// Load an image from a tar archive or STDIN
+    Load(super::load::Args),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(super::import::Args),
+    /// Show the history of an image
+    History(super::history::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +70,11 @@ pub async fn run(command: Command, connection: Connection) -> Outcome {
         Command::Pull(args) => super::pull::run(args, connection).await,
         Command::Rm(args) => super::rmi::run(args, connection).await,
         Command::Tag(args) => super::tag::run(args, connection).await,
+        Command::Push(args) => super::push::run(args, connection).await,
+        Command::Save(args) => super::save::run(args, connection).await,
+        Command::Load(args) => super::load::run(args, connection).await,
+        Command::Import(args) => super::import::run(args, connection).await,
+        Command::History(args) => super::history::run(args, connection).await,
     }
 }
 

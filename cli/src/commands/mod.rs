@@ -8,12 +8,14 @@ mod create;
 mod events;
 mod exec;
 mod filesystem;
+mod history;
 mod image;
 mod images;
 mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
+mod load;
 mod login;
 mod logout;
 mod logs;
@@ -23,6 +25,8 @@ mod pull;
 mod push;
 mod rmi;
 mod run;
+mod save;
+mod search;
 mod session;
 mod start;
 mod stats;
@@ -84,6 +88,14 @@ pub enum Command {
     Export(filesystem::ExportArgs),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Search registries for images
+    Search(search::Args),
+    /// Show the history of an image
+    History(history::Args),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(save::Args),
+    /// Load an image from a tar archive or STDIN
+    Load(load::Args),
     /// Log in to a registry
     Login(login::Args),
     /// Log out from a registry
@@ -143,6 +155,10 @@ impl Command {
             Command::Export(_) => "export",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Search(_) => "search",
+            Command::History(_) => "history",
+            Command::Save(_) => "save",
+            Command::Load(_) => "load",
             Command::Login(_) => "login",
             Command::Logout(_) => "logout",
             Command::Push(_) => "push",
@@ -204,6 +220,10 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Export(args) => filesystem::export(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Search(args) => search::run(args, connection).await,
+        Command::History(args) => history::run(args, connection).await,
+        Command::Save(args) => save::run(args, connection).await,
+        Command::Load(args) => load::run(args, connection).await,
         Command::Login(args) => login::run(args, connection).await,
         Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,

@@ -1,7 +1,7 @@
 //! Image events on the bus: pull, push, tag, delete, load, import (Docker's action names).
 
 use berth_common::Namespace;
-use berth_proto::events::v1::{Event, ImageDelete, ImageImport, ImagePull, ImagePush, ImageTag, event};
+use berth_proto::events::v1::{Event, ImageDelete, ImageImport, ImageLoad, ImagePull, ImagePush, ImageTag, event};
 
 use crate::state::State;
 
@@ -45,6 +45,13 @@ pub async fn delete(state: &State, namespace: &Namespace, name: &str, deleted: b
 pub async fn push(state: &State, namespace: &Namespace, name: &str, digest: &str) {
     let payload = event::Payload::ImagePush(ImagePush { name: name.into(), digest: digest.into() });
     publish(state, namespace, "/images/push", "push", name, payload).await;
+}
+
+/// One event per load; the actor is the first name (or image id) loaded.
+pub async fn load(state: &State, namespace: &Namespace, names: &[String]) {
+    let Some(first) = names.first() else { return };
+    let payload = event::Payload::ImageLoad(ImageLoad { names: names.to_vec() });
+    publish(state, namespace, "/images/load", "load", first, payload).await;
 }
 
 /// Docker's import event names the image id; the name goes into the attributes.

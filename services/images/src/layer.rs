@@ -137,7 +137,8 @@ pub async fn store_gzip_layer(
         Ok::<_, Error>((writer, Digest::from_hasher(hasher)))
     }
     .await;
-    // The receiver is gone now (or drained), so the worker cannot block on it.
+    // Without a receiver the worker's next send fails instead of blocking forever.
+    drop(rx);
     let worked = worker.await.map_err(|e| Error::Internal(format!("layer compression task failed: {e}")))?;
     let result = match (written, worked) {
         (Ok((writer, digest)), Ok((diff_id, uncompressed_size))) => {

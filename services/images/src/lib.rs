@@ -1,6 +1,7 @@
 //! The images service: the content store (`berth.content.v1`), registry pulls with
 //! streamed unpacking, image metadata (`berth.images.v1`), leases and garbage collection.
 
+mod archive;
 mod content;
 mod db;
 mod digest;
@@ -18,6 +19,7 @@ mod push;
 mod reference;
 mod registry;
 mod resolve;
+mod search;
 mod service;
 mod sources;
 mod state;

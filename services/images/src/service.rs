@@ -43,10 +43,6 @@ fn platform_of(platform: Option<&berth_proto::types::v1::Platform>) -> Option<Pl
     })
 }
 
-fn not_yet<T>(what: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!("{what} is not implemented yet")))
-}
-
 #[tonic::async_trait]
 impl Images for ImagesService {
     async fn get(&self, request: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
@@ -187,6 +183,19 @@ impl Images for ImagesService {
                 }
             })
             .collect();
+        if entries.is_empty() {
+            // No history in the config: one entry per layer, as Docker shows it.
+            let created = crate::manifest::created_time(&resolved.config.parsed).map(berth_common::time::to_proto);
+            for (diff_id, layer) in resolved.config.diff_ids.iter().zip(resolved.layers.iter()) {
+                let size = self.state.db.layer_size(diff_id.as_str()).ok().flatten().map(|s| s as i64);
+                entries.push(HistoryEntry {
+                    created,
+                    size: size.unwrap_or(layer.size),
+                    id: "<missing>".into(),
+                    ..Default::default()
+                });
+            }
+        }
         entries.reverse();
         if let Some(top) = entries.first_mut() {
             top.id = resolved.id().to_string();
@@ -234,14 +243,39 @@ impl Images for ImagesService {
 
     type SaveStream = BoxStream<SaveChunk>;
 
-    async fn save(&self, _request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
-        not_yet("save")
+    async fn save(&self, request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let request = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::archive::save::save(state, namespace, request, tx.clone()).await {
+                tracing::warn!(error = %err, "save failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type LoadStream = BoxStream<LoadProgress>;
 
-    async fn load(&self, _request: Request<Streaming<LoadRequest>>) -> Result<Response<Self::LoadStream>, Status> {
-        not_yet("load")
+    async fn load(&self, request: Request<Streaming<LoadRequest>>) -> Result<Response<Self::LoadStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let mut stream = request.into_inner();
+        let options = match stream.message().await? {
+            Some(LoadRequest { payload: Some(load_request::Payload::Options(options)) }) => options,
+            _ => return Err(Status::invalid_argument("the first Load message must carry the LoadOptions")),
+        };
+        let input = crate::archive::data_stream(stream);
+        let (tx, rx) = mpsc::channel(16);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::archive::load::load(state, namespace, options, input, tx.clone()).await {
+                tracing::warn!(error = %err, "load failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type ImportStream = BoxStream<ImportProgress>;
@@ -266,8 +300,8 @@ impl Images for ImagesService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn search(&self, _request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
-        not_yet("search")
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        Ok(Response::new(crate::search::search(&self.state.ctx.config, request.get_ref()).await?))
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {

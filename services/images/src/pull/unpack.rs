@@ -109,3 +109,48 @@ pub async fn apply_from_content(
         .map(|r| r.into_inner())
         .map_err(|status| Error::Dependency(berth_common::error::from_dependency("snapshots", status)))
 }
+
+/// Unpacks every layer of `resolved` (already in the content store) in chain order,
+/// skipping layers whose snapshot exists; without a snapshot service, does nothing.
+pub async fn unpack_from_content(
+    state: &State,
+    namespace: &Namespace,
+    lease: &str,
+    resolved: &crate::resolve::Resolved,
+) -> Result<()> {
+    if resolved.layers.len() != resolved.chain_ids.len() {
+        return Err(Error::InvalidArgument(format!(
+            "image {} lists {} layers but its config has {} diff_ids",
+            resolved.id(),
+            resolved.layers.len(),
+            resolved.chain_ids.len()
+        )));
+    }
+    let chain: Vec<String> = resolved.chain_ids.iter().map(|c| c.to_string()).collect();
+    state.db.update_lease(namespace, lease, |lease| lease.snapshots.extend(chain.iter().cloned()))?;
+    for (index, layer) in resolved.layers.iter().enumerate() {
+        let name = &chain[index];
+        let lock = state.unpack_lock(namespace, name);
+        let _guard = lock.lock().await;
+        match snapshot_exists(state, namespace, name).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(Error::Dependency(status)) if crate::error::is_unimplemented(&status) => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        let diff_id = resolved.config.diff_ids[index].to_string();
+        let header = ApplyHeader {
+            name: name.clone(),
+            parent: if index == 0 { String::new() } else { chain[index - 1].clone() },
+            media_type: layer.media_type.clone(),
+            diff_id: diff_id.clone(),
+            content_digest: layer.digest.clone(),
+            labels: Default::default(),
+        };
+        let applied = apply_from_content(state, namespace, lease, header).await?;
+        if applied.size > 0 {
+            state.db.set_layer_size(&diff_id, applied.size as u64)?;
+        }
+    }
+    Ok(())
+}
