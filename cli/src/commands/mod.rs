@@ -11,6 +11,9 @@ mod info;
 pub mod inspect;
 mod lifecycle;
 mod logs;
+mod net_options;
+mod network;
+mod port;
 mod ps;
 mod pull;
 mod rmi;
@@ -20,6 +23,7 @@ mod start;
 mod tag;
 mod top;
 mod version;
+mod volume;
 
 use clap::Subcommand;
 use tracing::Instrument;
@@ -61,6 +65,14 @@ pub enum Command {
     Exec(exec::Args),
     /// Display the running processes of a container
     Top(top::Args),
+    /// List port mappings or a specific mapping for the container
+    Port(port::Args),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::Command),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::Command),
     /// Download an image from a registry
     Pull(pull::Args),
     /// List images
@@ -106,6 +118,9 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Port(_) => "port",
+            Command::Network(_) => "network",
+            Command::Volume(_) => "volume",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
             Command::Images(_) => "images",
@@ -154,6 +169,9 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Port(args) => port::run(args, connection).await,
+        Command::Network(command) => network::run(command, connection).await,
+        Command::Volume(command) => volume::run(command, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
