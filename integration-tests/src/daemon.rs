@@ -251,9 +251,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         let base = self.base.path().to_path_buf();
-        // Shims and container processes carry the state dir in their command lines.
+        // Container processes mount things from below the base dir; shims and runc carry
+        // it in their command lines.
         for _ in 0..3 {
-            let pids = cleanup::pids_mentioning(&base.display().to_string());
+            let mut pids = cleanup::container_pids(&base);
+            pids.extend(cleanup::pids_mentioning(&base.display().to_string()));
             if pids.is_empty() {
                 break;
             }

@@ -99,7 +99,10 @@ impl NetSlot {
         for table in ["filter", "nat"] {
             let (rules, doomed) = self.table_rules(table);
             for rule in rules {
-                if self.mentions_block(&rule) || jumps_to(&rule, &doomed) || doomed.iter().any(|c| rule_chain(&rule) == c) {
+                if self.mentions_block(&rule)
+                    || jumps_to(&rule, &doomed)
+                    || doomed.iter().any(|c| rule_chain(&rule) == c)
+                {
                     found.push((table.to_string(), rule));
                 }
             }
@@ -127,7 +130,9 @@ impl NetSlot {
     }
 
     fn mentions_block(&self, rule: &str) -> bool {
-        rule.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|token| token.parse::<Ipv4Addr>().ok()).any(|ip| self.in_block(ip))
+        rule.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|token| token.parse::<Ipv4Addr>().ok())
+            .any(|ip| self.in_block(ip))
     }
 
     /// Removes the slot's devices and iptables rules.

@@ -39,7 +39,8 @@ fn free_port() -> u16 {
 
 /// GET / on 127.0.0.1:port; the body, or None when nothing answers.
 fn http_get(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -118,7 +119,9 @@ fn user_networks_resolve_containers_by_name() {
 
     daemon.berth(&["run", "-d", "--name", "web", "--network", "front", "--network-alias", "www", &image]).success();
     wait_until("web to get an address", Duration::from_secs(10), || {
-        inspect(&daemon, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty())
+        inspect(&daemon, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty())
     });
     for name in ["web", "www"] {
         let url = format!("http://{name}/");
@@ -185,7 +188,16 @@ fn connect_and_disconnect_a_running_container() {
 fn none_host_and_container_modes() {
     require_root!();
     let (_registry, daemon, image) = setup();
-    let out = daemon.berth(&["run", "--rm", "--network", "none", &image, "sh", "-c", "ls /sys/class/net; ip -o link show lo"]);
+    let out = daemon.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "ls /sys/class/net; ip -o link show lo",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], "lo", "{}", out.stdout);
@@ -206,8 +218,10 @@ fn none_host_and_container_modes() {
     }
 
     daemon.berth(&["run", "-d", "--name", "owner", &image, "sleep", "1000"]).success();
-    let mac = inspect(&daemon, "owner")["NetworkSettings"]["Networks"]["bridge"]["MacAddress"].as_str().unwrap().to_string();
-    let out = daemon.berth(&["run", "--rm", "--network", "container:owner", &image, "cat", "/sys/class/net/eth0/address"]);
+    let mac =
+        inspect(&daemon, "owner")["NetworkSettings"]["Networks"]["bridge"]["MacAddress"].as_str().unwrap().to_string();
+    let out =
+        daemon.berth(&["run", "--rm", "--network", "container:owner", &image, "cat", "/sys/class/net/eth0/address"]);
     assert_eq!(out.stdout.trim(), mac, "{}", out.stderr);
     daemon.berth(&["stop", "-t", "0", "owner"]).success();
     let out = daemon.berth(&["run", "--rm", "--network", "container:owner", &image, "true"]);
@@ -245,7 +259,11 @@ fn dns_hosts_and_hostname_options() {
     assert!(parts[1].contains("10.1.2.3\tdb.local\n"), "{}", parts[1]);
     // Its own address under its hostname.
     let subnet_prefix = daemon.net.default_subnet().rsplit_once('.').unwrap().0.to_string();
-    assert!(parts[1].lines().any(|l| l.starts_with(&format!("{subnet_prefix}.")) && l.ends_with("\tmyhost")), "{}", parts[1]);
+    assert!(
+        parts[1].lines().any(|l| l.starts_with(&format!("{subnet_prefix}.")) && l.ends_with("\tmyhost")),
+        "{}",
+        parts[1]
+    );
     assert_eq!(parts[2], "myhost\n");
     assert_no_leftovers(&daemon);
 }
@@ -264,7 +282,9 @@ fn networks_are_reclaimed_after_a_daemon_crash() {
     // quitter exits while nobody watches.
     std::thread::sleep(Duration::from_secs(3));
     daemon.start_again();
-    wait_until("quitter to be seen exited", Duration::from_secs(15), || inspect(&daemon, "quitter")["State"]["Status"] == "exited");
+    wait_until("quitter to be seen exited", Duration::from_secs(15), || {
+        inspect(&daemon, "quitter")["State"]["Status"] == "exited"
+    });
     wait_until("quitter's address to be released", Duration::from_secs(15), || {
         daemon.leftover_network().iter().filter(|l| l.starts_with("lease")).count() == 1
     });

@@ -342,8 +342,6 @@ impl Supervisor {
         state.pid = 0;
         state.error = exit.reason.clone();
         container.state = Some(state.clone());
-        // Released before the record is written: a crash in between is reclaimed at start.
-        self.network.detach(namespace, &mut container).await;
         self.store.update(namespace, &container).await?;
 
         // Exec processes die with the container.
@@ -369,6 +367,10 @@ impl Supervisor {
         });
         self.publish(namespace, "/tasks/delete", "delete_task", &container, payload).await;
         entry.observe(&state, true);
+        // After the exit is visible (CNI DEL takes a while), still under the entry lock so
+        // a new start waits for it. A crash before this point is reclaimed at start.
+        self.network.detach(namespace, &mut container).await;
+        self.store.update(namespace, &container).await?;
 
         let host = container.host_config.clone().unwrap_or_default();
         if host.auto_remove {
