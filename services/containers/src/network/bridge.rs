@@ -32,12 +32,12 @@ pub fn exists(device: &str) -> bool {
 
 /// Makes sure `device` is an up bridge holding `gateway` (CIDR, e.g. "10.213.0.1/16").
 pub async fn ensure(device: &str, gateway: &str) -> Result<(), BridgeError> {
-    if !exists(device) {
-        if let Err(err) = ip(&["link", "add", "name", device, "type", "bridge"]).await
-            && !exists(device)
-        {
-            return Err(err);
-        }
+    // Another start may have made it meanwhile: only a failure that left no device counts.
+    if !exists(device)
+        && let Err(err) = ip(&["link", "add", "name", device, "type", "bridge"]).await
+        && !exists(device)
+    {
+        return Err(err);
     }
     if !Path::new("/sys/class/net").join(device).join("bridge").exists() {
         return Err(BridgeError::NotABridge { device: device.to_string() });

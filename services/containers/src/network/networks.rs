@@ -349,8 +349,7 @@ mod tests {
     use super::*;
 
     fn settings(dir: &std::path::Path) -> Settings {
-        let mut config = Config::default();
-        config.data_root = dir.to_path_buf();
+        let mut config = Config { data_root: dir.to_path_buf(), ..Default::default() };
         config.network.bridge = "bt-test0".into();
         config.network.bridge_prefix = "btt-".into();
         config.network.subnet = "10.251.0.0/24".into();

@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(volumes.list(&ns, std::slice::from_ref(&dangling)).unwrap().len(), 1);
 
         let (deleted, _) = volumes.prune(&ns, &[], false).await.unwrap();
-        assert_eq!(deleted, [anonymous.name.clone()]);
+        assert_eq!(deleted, std::slice::from_ref(&anonymous.name));
         assert!(volumes.get(&ns, &anonymous.name).is_err());
         volumes.remove(&ns, "data", true).await.unwrap();
         assert!(matches!(volumes.get(&ns, "data"), Err(Error::VolumeNotFound(_))));
