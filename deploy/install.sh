@@ -4,7 +4,9 @@
 #   * release builds of berthd, berth and berth-shim into /usr/local/bin,
 #   * /etc/berth/config.toml (kept if present) and the systemd units,
 #   * starts berthd (systemd when it is PID 1, otherwise in the background),
-#   * prints `berth info`.
+#   * prints `berth info`,
+#   * imports a busybox image made from Debian's busybox-static (no registry needed) and
+#     runs `berth run --rm busybox echo hello`.
 # Usage: sudo deploy/install.sh [--no-start]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,3 +57,19 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 berth info
+
+# The main job: an image built offline from busybox-static, and a container from it.
+if ! berth image inspect busybox >/dev/null 2>&1; then
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs"/{bin,etc,root,tmp,proc,sys,dev,var,run}
+  chmod 1777 "$rootfs/tmp"
+  install -m 0755 /bin/busybox "$rootfs/bin/busybox"
+  for applet in $("$rootfs/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
+  tar --numeric-owner -C "$rootfs" -c . | berth import -c 'CMD ["sh"]' -m "busybox-static from Debian" - busybox
+fi
+berth run --rm busybox echo hello

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod exit;
 mod output;
+mod terminal;
 
 use std::process::ExitCode;
 

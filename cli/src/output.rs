@@ -69,7 +69,8 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
-/// Binary units as `docker info` prints memory ("22.98GiB").
+/// Binary units with four significant digits, as Docker's BytesSize prints memory
+/// ("22.98GiB", "64MiB", "312KiB").
 pub fn human_binary_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;
@@ -78,7 +79,17 @@ pub fn human_binary_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.2}{}", UNITS[unit])
+    let decimals = match value {
+        v if v >= 1000.0 => 0,
+        v if v >= 100.0 => 1,
+        v if v >= 10.0 => 2,
+        _ => 3,
+    };
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{text}{}", UNITS[unit])
 }
 
 /// go-units' HumanDuration, which Docker uses for "Up 3 seconds" and "2 minutes ago".
@@ -183,7 +194,10 @@ mod tests {
         assert_eq!(human_size(1_234_567), "1.23MB");
         assert_eq!(human_size(12_345_678), "12.3MB");
         assert_eq!(human_size(123_456_789), "123MB");
-        assert_eq!(human_binary_size(24 * 1024 * 1024 * 1024), "24.00GiB");
+        assert_eq!(human_binary_size(24 * 1024 * 1024 * 1024), "24GiB");
+        assert_eq!(human_binary_size(64 << 20), "64MiB");
+        assert_eq!(human_binary_size(319_488), "312KiB");
+        assert_eq!(human_binary_size(24_676_000_000), "22.98GiB");
     }
 
     #[test]

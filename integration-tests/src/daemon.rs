@@ -155,9 +155,15 @@ impl Daemon {
     }
 
     pub fn berth_with_input(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.berth_env(args, &[], stdin)
+    }
+
+    /// Like [`Daemon::berth_with_input`], with extra environment (e.g. DOCKER_CONFIG).
+    pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut command = Command::new(crate::bin("berth"));
         command.arg("-H").arg(self.address()).args(args);
+        command.envs(env.iter().copied());
         command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("running berth");

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod network;
 pub mod registry;
+pub mod terminal;
 
 pub use daemon::{Daemon, DaemonOptions, Output};
 pub use registry::Registry;

@@ -29,6 +29,9 @@ pub struct Args {
     /// Give extended privileges to the command
     #[arg(long)]
     privileged: bool,
+    /// Override the key sequence for detaching (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     container: String,
     /// The command and its arguments
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -36,6 +39,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, connection: Connection) -> Outcome {
+    super::session::check_terminal(args.interactive && !args.detach, args.tty)?;
     let cli_failure = |status: tonic::Status| Exit::with_code(CLI_FAILURE, anyhow!(status));
     let request = ExecCreateRequest {
         container_id: args.container.clone(),
@@ -48,7 +52,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         attach_stdout: !args.detach,
         attach_stderr: !args.detach,
         privileged: args.privileged,
-        detach_keys: String::new(),
+        detach_keys: args.detach_keys.clone().unwrap_or_default(),
     };
     let exec_id = connection.tasks().exec_create(request).await.map_err(cli_failure)?.into_inner().exec_id;
     let start = |connection: Connection, exec_id: String| async move {
@@ -67,10 +71,11 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         stdout: true,
         stderr: true,
         stream: true,
+        detach_keys: args.detach_keys.clone().unwrap_or_default(),
         ..Default::default()
     };
     let mut start_failure = None;
-    let session = super::session::run(&connection, open, || async {
+    let session = super::session::run(&connection, open, args.tty, || async {
         match start(connection.clone(), exec_id.clone()).await {
             Ok(_) => Ok(()),
             Err(status) => {

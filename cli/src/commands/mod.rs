@@ -1,25 +1,34 @@
 //! One module per command.
 
+mod attach;
 mod completion;
 mod container_options;
+mod cp;
 mod create;
 mod events;
 mod exec;
+mod filesystem;
 mod image;
 mod images;
+mod import;
 mod info;
 pub mod inspect;
 mod lifecycle;
+mod login;
+mod logout;
 mod logs;
 mod net_options;
 mod network;
 mod port;
+mod progress;
 mod ps;
 mod pull;
+mod push;
 mod rmi;
 mod run;
 mod session;
 mod start;
+mod stats;
 mod tag;
 mod top;
 mod version;
@@ -40,6 +49,8 @@ pub enum Command {
     Create(create::Args),
     /// Start one or more stopped containers
     Start(start::Args),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(attach::Args),
     /// Stop one or more running containers
     Stop(lifecycle::StopArgs),
     /// Restart one or more containers
@@ -73,13 +84,31 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volume::Command),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::Args),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::Args),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(filesystem::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(filesystem::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(filesystem::ExportArgs),
     /// Download an image from a registry
     Pull(pull::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(logout::Args),
+    /// Upload an image to a registry
+    Push(push::Args),
     /// List images
     Images(images::Args),
     /// Manage images
     #[command(subcommand)]
     Image(image::Command),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(import::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(tag::Args),
     /// Remove one or more images
@@ -106,6 +135,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Create(_) => "create",
             Command::Start(_) => "start",
+            Command::Attach(_) => "attach",
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
             Command::Kill(_) => "kill",
@@ -121,10 +151,19 @@ impl Command {
             Command::Port(_) => "port",
             Command::Network(_) => "network",
             Command::Volume(_) => "volume",
+            Command::Stats(_) => "stats",
+            Command::Cp(_) => "cp",
+            Command::Diff(_) => "diff",
+            Command::Commit(_) => "commit",
+            Command::Export(_) => "export",
             Command::Events(_) => "events",
             Command::Pull(_) => "pull",
+            Command::Login(_) => "login",
+            Command::Logout(_) => "logout",
+            Command::Push(_) => "push",
             Command::Images(_) => "images",
             Command::Image(_) => "image",
+            Command::Import(_) => "import",
             Command::Tag(_) => "tag",
             Command::Rmi(_) => "rmi",
             Command::Version(_) => "version",
@@ -143,6 +182,9 @@ async fn run_command(cli: Cli) -> Outcome {
     if let Command::Completion(args) = cli.command {
         return completion::run(args);
     }
+    if let Command::Logout(args) = cli.command {
+        return logout::run(args);
+    }
     if let Command::Version(args) = cli.command {
         return version::run(args, &cli.host, Connection::open(&cli.host, &cli.namespace).await).await;
     }
@@ -157,6 +199,7 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(args, connection).await,
         Command::Create(args) => create::run(args, connection).await,
         Command::Start(args) => start::run(args, connection).await,
+        Command::Attach(args) => attach::run(args, connection).await,
         Command::Stop(args) => lifecycle::stop(args, connection).await,
         Command::Restart(args) => lifecycle::restart(args, connection).await,
         Command::Kill(args) => lifecycle::kill(args, connection).await,
@@ -172,14 +215,22 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Port(args) => port::run(args, connection).await,
         Command::Network(command) => network::run(command, connection).await,
         Command::Volume(command) => volume::run(command, connection).await,
+        Command::Stats(args) => stats::run(args, connection).await,
+        Command::Cp(args) => cp::run(args, connection).await,
+        Command::Diff(args) => filesystem::diff(args, connection).await,
+        Command::Commit(args) => filesystem::commit(args, connection).await,
+        Command::Export(args) => filesystem::export(args, connection).await,
         Command::Events(args) => events::run(args, connection).await,
         Command::Pull(args) => pull::run(args, connection).await,
+        Command::Login(args) => login::run(args, connection).await,
+        Command::Push(args) => push::run(args, connection).await,
         Command::Images(args) => images::run(args, connection).await,
         Command::Image(command) => image::run(command, connection).await,
+        Command::Import(args) => import::run(args, connection).await,
         Command::Tag(args) => tag::run(args, connection).await,
         Command::Rmi(args) => rmi::run(args, connection).await,
         Command::Info(args) => info::run(args, connection).await,
-        Command::Version(_) | Command::Completion(_) => Ok(()),
+        Command::Version(_) | Command::Completion(_) | Command::Logout(_) => Ok(()),
     }
 }
 

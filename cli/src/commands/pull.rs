@@ -1,15 +1,12 @@
 //! `berth pull`: like `docker pull`, one progress bar per layer on a terminal, plain
 //! status lines otherwise, only the name with `-q`.
 
-use std::collections::HashMap;
-use std::io::IsTerminal;
-
 use anyhow::{Context, Result};
-use berth_proto::images::v1::{LayerProgress, LayerStatus, PullProgress, PullRequest, pull_progress};
+use berth_proto::images::v1::{PullProgress, PullRequest, pull_progress};
 use berth_proto::types::v1::{Platform, RegistryAuth};
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::progress::Display;
 use crate::client::Connection;
 use crate::exit::Outcome;
 
@@ -73,23 +70,6 @@ pub fn credentials(reference: &str) -> Option<RegistryAuth> {
     })
 }
 
-fn short(digest: &str) -> String {
-    digest.trim_start_matches("sha256:").chars().take(12).collect()
-}
-
-fn status_text(status: LayerStatus) -> &'static str {
-    match status {
-        LayerStatus::Waiting => "Waiting",
-        LayerStatus::Downloading => "Downloading",
-        LayerStatus::Verifying => "Verifying Checksum",
-        LayerStatus::DownloadComplete => "Download complete",
-        LayerStatus::Extracting => "Extracting",
-        LayerStatus::PullComplete => "Pull complete",
-        LayerStatus::AlreadyExists => "Already exists",
-        _ => "Pulling fs layer",
-    }
-}
-
 /// Docker's short name: "busybox:latest" for docker.io/library/busybox:latest.
 pub fn familiar(name: &str) -> String {
     match name.strip_prefix("docker.io/") {
@@ -98,73 +78,6 @@ pub fn familiar(name: &str) -> String {
             _ => rest.to_string(),
         },
         None => name.to_string(),
-    }
-}
-
-enum Display {
-    Quiet,
-    Plain {
-        last: HashMap<String, LayerStatus>,
-    },
-    /// The bars, and each layer's last status in arrival order (printed plainly at the end).
-    Bars {
-        multi: MultiProgress,
-        bars: HashMap<String, ProgressBar>,
-        order: Vec<(String, LayerStatus)>,
-    },
-}
-
-impl Display {
-    fn layer(&mut self, layer: &LayerProgress) {
-        let status = LayerStatus::try_from(layer.status).unwrap_or(LayerStatus::Unspecified);
-        let id = short(&layer.digest);
-        match self {
-            Display::Quiet => {}
-            Display::Plain { last } => {
-                if last.get(&id) != Some(&status) {
-                    println!("{id}: {}", status_text(status));
-                    last.insert(id, status);
-                }
-            }
-            Display::Bars { multi, bars, order } => {
-                match order.iter_mut().find(|(layer, _)| *layer == id) {
-                    Some(entry) => entry.1 = status,
-                    None => order.push((id.clone(), status)),
-                }
-                let bar = bars.entry(id.clone()).or_insert_with(|| {
-                    let bar = multi.add(ProgressBar::new(layer.total.max(0) as u64));
-                    bar.set_style(
-                        ProgressStyle::with_template("{prefix}: {msg:<18} {wide_bar:.cyan/blue} {bytes}/{total_bytes}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                    );
-                    bar.set_prefix(id.clone());
-                    bar
-                });
-                bar.set_message(status_text(status));
-                bar.set_length(layer.total.max(0) as u64);
-                match status {
-                    LayerStatus::Downloading | LayerStatus::Extracting => bar.set_position(layer.current.max(0) as u64),
-                    LayerStatus::PullComplete | LayerStatus::AlreadyExists | LayerStatus::DownloadComplete => {
-                        bar.set_position(layer.total.max(0) as u64)
-                    }
-                    _ => {}
-                }
-                if matches!(status, LayerStatus::PullComplete | LayerStatus::AlreadyExists) {
-                    bar.finish();
-                }
-            }
-        }
-    }
-
-    fn line(&self, text: &str) {
-        match self {
-            Display::Quiet => {}
-            Display::Plain { .. } => println!("{text}"),
-            Display::Bars { multi, .. } => {
-                let _ = multi.println(text);
-            }
-        }
     }
 }
 
@@ -177,13 +90,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         all_tags: args.all_tags,
         no_unpack: false,
     };
-    let mut display = if args.quiet {
-        Display::Quiet
-    } else if std::io::stdout().is_terminal() {
-        Display::Bars { multi: MultiProgress::new(), bars: HashMap::new(), order: Vec::new() }
-    } else {
-        Display::Plain { last: HashMap::new() }
-    };
+    let mut display = Display::new(args.quiet);
     let mut stream = connection.images().pull(request).await.map_err(anyhow::Error::from)?.into_inner();
     let mut done = None;
     while let Some(message) = stream.next().await {
@@ -201,13 +108,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         }
     }
     let done = done.context("the pull ended without a result")?;
-    if let Display::Bars { multi, order, .. } = &display {
-        // Like docker, each layer ends as one plain line.
-        let _ = multi.clear();
-        for (id, status) in order {
-            println!("{id}: {}", status_text(*status));
-        }
-    }
+    display.finish();
     if !args.quiet {
         println!("Digest: {}", done.digest);
         let status = if done.updated { "Downloaded newer image for" } else { "Image is up to date for" };

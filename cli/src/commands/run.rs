@@ -18,6 +18,9 @@ pub struct Args {
     /// Automatically remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     #[command(flatten)]
     options: ContainerOptions,
 }
@@ -40,6 +43,7 @@ fn start_error(status: tonic::Status) -> Exit {
 }
 
 pub async fn run(args: Args, connection: Connection) -> Outcome {
+    super::session::check_terminal(args.options.interactive && !args.detach, args.options.tty)?;
     let request = args.options.to_request(args.rm, !args.detach).map_err(|e| Exit::with_code(CLI_FAILURE, e))?;
     let container = super::create::create_pulling(&connection, request, &args.options)
         .await
@@ -71,11 +75,11 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         stdout: true,
         stderr: true,
         stream: true,
-        detach_keys: String::new(),
+        detach_keys: args.detach_keys.clone().unwrap_or_default(),
         ..Default::default()
     };
     let mut start_failure = None;
-    let session = super::session::run(&connection, open, || async {
+    let session = super::session::run(&connection, open, args.options.tty, || async {
         if let Err(status) =
             connection.tasks().start(StartRequest { container_id: id.clone(), exec_id: String::new() }).await
         {

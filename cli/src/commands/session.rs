@@ -15,13 +15,17 @@ pub struct Session {
 }
 
 /// Attaches, runs `then` once the server confirms (e.g. starting the container, so no
-/// output is missed), and copies output until the stream ends.
-pub async fn run<F, Fut>(connection: &Connection, open: AttachOpen, then: F) -> Result<Session>
+/// output is missed), and copies output until the stream ends. With `tty`, the local
+/// terminal is put in raw mode for the session and its size follows SIGWINCH.
+pub async fn run<F, Fut>(connection: &Connection, mut open: AttachOpen, tty: bool, then: F) -> Result<Session>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let forward_stdin = open.stdin;
+    if tty {
+        open.size = crate::terminal::size();
+    }
     let (requests, receiver) = mpsc::channel(16);
     requests.send(AttachRequest { item: Some(attach_request::Item::Open(open)) }).await?;
     let mut responses =
@@ -31,6 +35,25 @@ where
         _ => bail!("the daemon did not confirm the attach"),
     }
     then().await?;
+    // Raw only once the process runs, so a failed start prints normally; restored when
+    // this function returns, however it returns.
+    let _raw = if tty && forward_stdin { crate::terminal::RawMode::enable()? } else { None };
+    if tty {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let Ok(mut changes) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+                return;
+            };
+            while changes.recv().await.is_some() {
+                if let Some(size) = crate::terminal::size() {
+                    let item = attach_request::Item::Resize(size);
+                    if requests.send(AttachRequest { item: Some(item) }).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
     if forward_stdin {
         let requests = requests.clone();
         tokio::spawn(async move {
@@ -73,4 +96,22 @@ where
     }
     drop(requests);
     Ok(session)
+}
+
+/// Docker refuses `-it` when stdin is not a terminal (raw mode and resizing need one).
+pub fn check_terminal(interactive: bool, tty: bool) -> Result<(), crate::exit::Exit> {
+    if interactive && tty && !crate::terminal::stdin_is_terminal() {
+        return Err(crate::exit::Exit::with_code(
+            crate::exit::CLI_FAILURE,
+            anyhow::anyhow!("the input device is not a TTY; drop -t (or run from a terminal)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the container was created with a terminal.
+pub async fn container_tty(connection: &Connection, container: &str) -> Result<bool, crate::exit::Exit> {
+    let request = berth_proto::containers::v1::GetContainerRequest { id: container.to_string(), size: false };
+    let container = connection.containers().get(request).await.map_err(anyhow::Error::from)?.into_inner().container;
+    Ok(container.and_then(|c| c.config).is_some_and(|c| c.tty))
 }

@@ -14,6 +14,9 @@ pub struct Args {
     /// Attach container's STDIN
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     /// Containers to start
     #[arg(required = true)]
     containers: Vec<String>,
@@ -28,15 +31,18 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
             ));
         }
         let id = args.containers[0].clone();
+        let tty = super::session::container_tty(&connection, &id).await?;
+        super::session::check_terminal(args.interactive, tty)?;
         let open = AttachOpen {
             container_id: id.clone(),
             stdin: args.interactive,
             stdout: true,
             stderr: true,
             stream: true,
+            detach_keys: args.detach_keys.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let session = super::session::run(&connection, open, || async {
+        let session = super::session::run(&connection, open, tty, || async {
             connection.tasks().start(StartRequest { container_id: id.clone(), exec_id: String::new() }).await?;
             Ok(())
         })

@@ -6,7 +6,9 @@
 
 mod attach;
 mod command;
+mod commit;
 mod containers_api;
+mod cp;
 mod create;
 mod error;
 mod etcfiles;

@@ -30,7 +30,7 @@ pub struct PendingAttach {
 }
 
 pub struct Entry {
-    pub lock: tokio::sync::Mutex<()>,
+    pub lock: Arc<tokio::sync::Mutex<()>>,
     observed: watch::Sender<Observed>,
     shim: Mutex<Option<Shim>>,
     pending: Mutex<Vec<PendingAttach>>,
@@ -90,7 +90,7 @@ impl Registry {
             .entry((namespace.clone(), id.to_string()))
             .or_insert_with(|| {
                 Arc::new(Entry {
-                    lock: tokio::sync::Mutex::new(()),
+                    lock: Arc::new(tokio::sync::Mutex::new(())),
                     observed: watch::channel(Observed { state: state.clone(), exits: 0, removed: false }).0,
                     shim: Mutex::new(None),
                     pending: Mutex::new(Vec::new()),

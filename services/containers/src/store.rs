@@ -155,10 +155,10 @@ impl Store {
         if let Some(container) = self.get(namespace, reference)? {
             return Ok(container);
         }
-        if let Some(id) = self.names.get(ns_key(namespace, reference))? {
-            if let Some(container) = self.get(namespace, &String::from_utf8_lossy(&id))? {
-                return Ok(container);
-            }
+        if let Some(id) = self.names.get(ns_key(namespace, reference))?
+            && let Some(container) = self.get(namespace, &String::from_utf8_lossy(&id))?
+        {
+            return Ok(container);
         }
         let mut matches = self.containers.scan_prefix(ns_key(namespace, reference)).values();
         match (matches.next(), matches.next()) {

@@ -50,6 +50,12 @@ impl From<ExitRecord> for ExitInfo {
     }
 }
 
+/// A container's filesystem opened for `cp` (and the lock that keeps it stopped).
+pub struct RootfsAccess {
+    pub rootfs: crate::cp::MountedRootfs,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
 pub struct Paths {
     pub exec_root: PathBuf,
     pub data_root: PathBuf,
@@ -610,6 +616,32 @@ impl Supervisor {
         self.publish(namespace, "/containers/delete", "destroy", container, payload).await;
         self.registry.remove(namespace, &container.id);
         Ok(())
+    }
+
+    /// The container's filesystem for `cp`: the running container's own mount, or a
+    /// temporary mount of its snapshot, held under the container's lock so it cannot start
+    /// (and mount the same layer) meanwhile.
+    pub async fn open_rootfs(&self, namespace: &Namespace, container: &Container) -> Result<RootfsAccess> {
+        let entry = self.entry(namespace, container);
+        let running = is_running(container.state.as_ref().map(|s| s.status).unwrap_or_default());
+        if running {
+            let rootfs =
+                crate::cp::MountedRootfs::existing(&self.task_dir(namespace, &container.id).join(task::ROOTFS_DIR))
+                    .map_err(|e| Error::io("opening the container's root filesystem", e))?;
+            return Ok(RootfsAccess { rootfs, _lock: None });
+        }
+        let lock = entry.lock.clone().lock_owned().await;
+        let mounts = self
+            .snapshots()?
+            .mounts(namespace::request(namespace, MountsRequest { key: container.snapshot_key.clone() }))
+            .await
+            .map_err(|s| Error::Upstream(berth_common::error::from_dependency("snapshots", s)))?
+            .into_inner()
+            .mounts;
+        let target = self.paths.exec_root.join("cp").join(format!("{}-{}", container.id, crate::names::new_id()));
+        let rootfs = crate::cp::MountedRootfs::mount(&mounts, &target)
+            .map_err(|e| Error::io("mounting the container's filesystem", e))?;
+        Ok(RootfsAccess { rootfs, _lock: Some(lock) })
     }
 
     /// After a daemon restart: reconnect to every live shim and collect exits that

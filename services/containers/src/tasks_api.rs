@@ -136,12 +136,19 @@ impl Tasks for TasksApi {
             Some(AttachRequest { item: Some(attach_request::Item::Open(open)) }) => open,
             _ => return Err(Status::invalid_argument("the first attach message must be AttachOpen")),
         };
-        let container_ref = if open.exec_id.is_empty() {
-            open.container_id.clone()
+        let (container_ref, exec_tty) = if open.exec_id.is_empty() {
+            (open.container_id.clone(), None)
         } else {
-            self.execs().get(&open.exec_id)?.container_id
+            let exec = self.execs().get(&open.exec_id)?;
+            (exec.container_id, Some(exec.tty))
         };
         let container = self.supervisor.store.resolve(&ns, &container_ref)?;
+        let tty = exec_tty.unwrap_or_else(|| container.config.as_ref().is_some_and(|c| c.tty));
+        // The detach sequence only makes sense where a person types: a terminal session
+        // with stdin attached.
+        let detach_keys =
+            if open.stdin && tty { Some(crate::attach::parse_detach_keys(&open.detach_keys)?) } else { None };
+        let proxy_options = crate::attach::ProxyOptions { detach_keys, size: open.size.filter(|_| tty) };
         let (sender, receiver) = mpsc::channel(64);
         if open.logs {
             let query = crate::logs::LogQuery { stdout: open.stdout, stderr: open.stderr, ..Default::default() };
@@ -184,14 +191,22 @@ impl Tasks for TasksApi {
         let _ = sender.send(Ok(AttachResponse { item: Some(attach_response::Item::Attached(true)) })).await;
         tokio::spawn(async move {
             if let Ok(streams) = streams.await {
-                crate::attach::proxy(inbound, sender, streams).await;
+                crate::attach::proxy(inbound, sender, streams, proxy_options).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
-    async fn resize_pty(&self, _request: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("terminals are not supported yet"))
+    async fn resize_pty(&self, request: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace::of(&request)?;
+        let r = request.into_inner();
+        let container_ref =
+            if r.exec_id.is_empty() { r.container_id.clone() } else { self.execs().get(&r.exec_id)?.container_id };
+        let container = self.supervisor.store.resolve(&ns, &container_ref)?;
+        self.running_shim(&ns, &container)?
+            .resize_pty(shim::ResizePtyRequest { exec_id: r.exec_id, size: r.size })
+            .await?;
+        Ok(Response::new(()))
     }
 
     async fn close_stdin(&self, request: Request<CloseStdinRequest>) -> Result<Response<()>, Status> {

@@ -322,7 +322,10 @@ async fn since_and_until_select_a_window_by_time_and_seq() {
     assert_eq!(collect(filtered).await, (11..=20).collect::<Vec<_>>());
     // A live-only subscriber with a deadline ends when the deadline passes.
     let soon = berth_common::time::to_proto(chrono::Utc::now() + chrono::Duration::milliseconds(300));
-    assert_eq!(collect(SubscribeRequest { until_time: Some(soon), since_seq: 20, ..Default::default() }).await, vec![]);
+    assert_eq!(
+        collect(SubscribeRequest { until_time: Some(soon), since_seq: 20, ..Default::default() }).await,
+        Vec::<u64>::new()
+    );
 }
 
 #[tokio::test]

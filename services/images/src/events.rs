@@ -1,7 +1,7 @@
-//! Image events on the bus: pull, tag, delete (Docker's action names).
+//! Image events on the bus: pull, push, tag, delete, load, import (Docker's action names).
 
 use berth_common::Namespace;
-use berth_proto::events::v1::{Event, ImageDelete, ImagePull, ImageTag, event};
+use berth_proto::events::v1::{Event, ImageDelete, ImageImport, ImagePull, ImagePush, ImageTag, event};
 
 use crate::state::State;
 
@@ -40,4 +40,15 @@ pub async fn delete(state: &State, namespace: &Namespace, name: &str, deleted: b
     let payload = event::Payload::ImageDelete(ImageDelete { name: name.into(), deleted });
     let action = if deleted { "delete" } else { "untag" };
     publish(state, namespace, "/images/delete", action, name, payload).await;
+}
+
+pub async fn push(state: &State, namespace: &Namespace, name: &str, digest: &str) {
+    let payload = event::Payload::ImagePush(ImagePush { name: name.into(), digest: digest.into() });
+    publish(state, namespace, "/images/push", "push", name, payload).await;
+}
+
+/// Docker's import event names the image id; the name goes into the attributes.
+pub async fn import(state: &State, namespace: &Namespace, name: &str, image_id: &str) {
+    let payload = event::Payload::ImageImport(ImageImport { name: name.into(), image_id: image_id.into() });
+    publish(state, namespace, "/images/import", "import", if name.is_empty() { image_id } else { name }, payload).await;
 }

@@ -17,6 +17,18 @@ use crate::reference::{ImageRef, familiar, split_name};
 use crate::resolve::{Lookup, Resolved};
 use crate::state::State;
 
+/// Untagged images (import or commit without a name) are stored as "<none>@<manifest
+/// digest>": not a valid reference, so no name a user gives can collide with it.
+const UNTAGGED: &str = "<none>";
+
+pub fn untagged_name(digest: &str) -> String {
+    format!("{UNTAGGED}@{digest}")
+}
+
+pub fn is_untagged_name(name: &str) -> bool {
+    name.strip_prefix(UNTAGGED).is_some_and(|rest| rest.starts_with('@'))
+}
+
 /// "busybox:latest" for a tag record, None for a digest record.
 pub fn repo_tag(name: &str) -> Option<String> {
     let (repository, tag, _) = split_name(name);
@@ -103,7 +115,8 @@ impl State {
         let mut out = Vec::new();
         for (id, (resolved, records)) in self.grouped(namespace).await? {
             let mut repo_tags: Vec<String> = records.iter().filter_map(|r| repo_tag(&r.name)).collect();
-            let repo_digests: BTreeSet<String> = records.iter().map(repo_digest).collect();
+            let repo_digests: BTreeSet<String> =
+                records.iter().filter(|r| !is_untagged_name(&r.name)).map(repo_digest).collect();
             if !references.is_empty() {
                 let matching: Vec<&ImageRecord> =
                     records.iter().filter(|r| references.iter().any(|p| reference_matches(p, &r.name))).collect();
@@ -169,7 +182,8 @@ impl State {
         };
         let mut repo_tags: Vec<String> = records.iter().filter_map(|r| repo_tag(&r.name)).collect();
         repo_tags.sort();
-        let repo_digests: BTreeSet<String> = records.iter().map(repo_digest).collect();
+        let repo_digests: BTreeSet<String> =
+            records.iter().filter(|r| !is_untagged_name(&r.name)).map(repo_digest).collect();
         let descriptor = |d: &manifest::DescriptorJson| Descriptor::from(&d.record());
         Ok(InspectImageResponse {
             id: resolved.id().to_string(),
@@ -286,7 +300,9 @@ impl State {
         let mut untagged = Vec::new();
         for record in &to_remove {
             self.db.delete_image(namespace, &record.name)?;
-            untagged.push(display_name(record));
+            if !is_untagged_name(&record.name) {
+                untagged.push(display_name(record));
+            }
         }
         self.db.flush().await?;
         for record in &to_remove {

@@ -8,13 +8,18 @@ mod error;
 mod events;
 mod gc;
 mod images;
+mod import;
+mod layer;
+mod login;
 mod manifest;
 mod platform;
 mod pull;
+mod push;
 mod reference;
 mod registry;
 mod resolve;
 mod service;
+mod sources;
 mod state;
 
 use std::sync::Arc;

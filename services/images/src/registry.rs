@@ -87,6 +87,16 @@ pub fn is_insecure(config: &Config, host_port: &str) -> bool {
 /// than first trying HTTPS with unverified certificates; the distribution registry the
 /// tests use speaks HTTP).
 pub fn client(endpoints: &[Endpoint]) -> oci_client::Client {
+    client_with(endpoints, false)
+}
+
+/// The origin registry alone (push and login never go to a mirror).
+pub fn origin(config: &Config, registry: &str) -> Endpoint {
+    Endpoint { host: registry.to_string(), plain_http: is_insecure(config, registry), mirror: false }
+}
+
+/// Like [`client`]; `monolithic` uploads each blob in one PUT instead of chunked PATCHes.
+pub fn client_with(endpoints: &[Endpoint], monolithic: bool) -> oci_client::Client {
     let mut plain: Vec<String> = endpoints.iter().filter(|e| e.plain_http).map(|e| e.host.clone()).collect();
     if plain.iter().any(|h| h == DOCKER_HUB) {
         plain.push("index.docker.io".into());
@@ -98,6 +108,7 @@ pub fn client(endpoints: &[Endpoint]) -> oci_client::Client {
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(120)),
         user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+        use_monolithic_push: monolithic,
         ..Default::default()
     })
 }
@@ -162,7 +173,32 @@ pub fn error(what: &str, err: OciDistributionError) -> Error {
         OciDistributionError::ServerError { code: 404, url, .. } => {
             Error::NotFound(format!("{what} not found at {url}"))
         }
+        OciDistributionError::ServerError { code: code @ (401 | 403), message, .. } => {
+            let detail = registry_message(&message);
+            let hint = if code == 401 { " (run `berth login`?)" } else { "" };
+            Error::Unauthenticated(format!("{what}: {detail}{hint}"))
+        }
+        OciDistributionError::ServerError { code, message, url } => {
+            Error::Registry(format!("{what}: {url} answered {code}: {}", registry_message(&message)))
+        }
         other => Error::Registry(format!("{what}: {}", describe(&other))),
+    }
+}
+
+/// The messages of a registry's JSON error envelope, else the body as it is.
+fn registry_message(body: &str) -> String {
+    let messages: Vec<String> = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errors").and_then(|e| e.as_array()).cloned())
+        .map(|errors| {
+            errors.iter().filter_map(|e| e.get("message").and_then(|m| m.as_str()).map(str::to_string)).collect()
+        })
+        .unwrap_or_default();
+    if messages.is_empty() {
+        let body = body.trim();
+        if body.is_empty() { "no details".into() } else { body.chars().take(300).collect() }
+    } else {
+        messages.join("; ")
     }
 }
 

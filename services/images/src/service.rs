@@ -67,9 +67,13 @@ impl Images for ImagesService {
     async fn create(&self, request: Request<CreateImageRequest>) -> Result<Response<CreateImageResponse>, Status> {
         let namespace = berth_common::namespace::of(&request)?;
         let image = request.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
-        let name = ImageRef::parse(&image.name)?.name();
         let target = image.target.as_ref().ok_or_else(|| Status::invalid_argument("image target is required"))?;
         crate::digest::Digest::parse(&target.digest)?;
+        let name = if image.name.is_empty() {
+            crate::images::untagged_name(&target.digest)
+        } else {
+            ImageRef::parse(&image.name)?.name()
+        };
         let now = Utc::now();
         let previous = self.state.db.image(&namespace, &name)?;
         let record = ImageRecord {
@@ -126,8 +130,11 @@ impl Images for ImagesService {
             }
             for record in &records {
                 self.state.db.delete_image(&namespace, &record.name)?;
-                untagged
-                    .push(crate::images::repo_tag(&record.name).unwrap_or_else(|| crate::images::repo_digest(record)));
+                if !crate::images::is_untagged_name(&record.name) {
+                    untagged.push(
+                        crate::images::repo_tag(&record.name).unwrap_or_else(|| crate::images::repo_digest(record)),
+                    );
+                }
                 crate::events::delete(&self.state, &namespace, &record.name, true).await;
             }
             deleted.push(id);
@@ -209,8 +216,20 @@ impl Images for ImagesService {
 
     type PushStream = BoxStream<PushProgress>;
 
-    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<Self::PushStream>, Status> {
-        not_yet("push")
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<Self::PushStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let request = request.into_inner();
+        ImageRef::parse(&request.reference)?;
+        let (tx, rx) = mpsc::channel(64);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let reference = request.reference.clone();
+            if let Err(err) = crate::push::push(state, namespace, request, tx.clone()).await {
+                tracing::warn!(%reference, error = %err, "push failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type SaveStream = BoxStream<SaveChunk>;
@@ -227,19 +246,32 @@ impl Images for ImagesService {
 
     type ImportStream = BoxStream<ImportProgress>;
 
-    async fn import(
-        &self,
-        _request: Request<Streaming<ImportRequest>>,
-    ) -> Result<Response<Self::ImportStream>, Status> {
-        not_yet("import")
+    async fn import(&self, request: Request<Streaming<ImportRequest>>) -> Result<Response<Self::ImportStream>, Status> {
+        let namespace = berth_common::namespace::of(&request)?;
+        let mut stream = request.into_inner();
+        let options = match stream.message().await? {
+            Some(ImportRequest { payload: Some(import_request::Payload::Options(options)) }) => options,
+            _ => return Err(Status::invalid_argument("the first Import message must carry the ImportOptions")),
+        };
+        crate::import::validate(&options)?;
+        let input = crate::import::data_stream(stream);
+        let (tx, rx) = mpsc::channel(16);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::import::import(state, namespace, options, input, tx.clone()).await {
+                tracing::warn!(error = %err, "import failed");
+                let _ = tx.send(Err(Status::from(err))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn search(&self, _request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
         not_yet("search")
     }
 
-    async fn login(&self, _request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
-        not_yet("login")
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(crate::login::login(&self.state.ctx.config, request.get_ref()).await?))
     }
 
     async fn info(&self, request: Request<ImagesInfoRequest>) -> Result<Response<ImagesInfoResponse>, Status> {

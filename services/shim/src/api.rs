@@ -42,14 +42,12 @@ impl Shim for ShimApi {
 
     async fn create(&self, request: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
         let r = request.into_inner();
-        if r.terminal {
-            return Err(Status::unimplemented("terminals are not supported by this shim yet"));
-        }
         let pid = self
             .task
             .create(CreateOptions {
                 rootfs: r.rootfs,
                 stdin: r.stdin,
+                terminal: r.terminal,
                 runtime: if r.runtime.is_empty() { "runc".into() } else { r.runtime },
                 runtime_args: r.runtime_args,
                 log_path: r.log_path,
@@ -163,7 +161,7 @@ impl Shim for ShimApi {
             if let Err(err) = runtime.delete(&self.task.id, true).await {
                 tracing::warn!(error = %err, "runtime delete failed");
             }
-            crate::mount::unmount_all(&self.task.rootfs()).map_err(|e| Status::internal(e.to_string()))?;
+            berth_common::mount::unmount_all(&self.task.rootfs()).map_err(|e| Status::internal(e.to_string()))?;
         } else {
             self.task.remove_exec(&exec_id);
             let _ = std::fs::remove_file(self.task.exec_spec_path(&exec_id));
@@ -180,9 +178,6 @@ impl Shim for ShimApi {
         let r = request.into_inner();
         if r.exec_id.is_empty() {
             return Err(Status::invalid_argument("an exec needs an id"));
-        }
-        if r.terminal {
-            return Err(Status::unimplemented("terminals are not supported by this shim yet"));
         }
         let init = self.task.process("")?;
         if init.status() != ProcessStatus::Running {
@@ -210,8 +205,11 @@ impl Shim for ShimApi {
         Ok(Response::new(()))
     }
 
-    async fn resize_pty(&self, _request: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("terminals are not supported by this shim yet"))
+    async fn resize_pty(&self, request: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        let size = r.size.unwrap_or_default();
+        resize(self.task.process(&r.exec_id)?.as_ref(), &size)?;
+        Ok(Response::new(()))
     }
 
     async fn close_io(&self, request: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
@@ -244,6 +242,9 @@ impl Shim for ShimApi {
                         }
                         Some(attach_request::Item::Stdin(_)) => {}
                         Some(attach_request::Item::CloseStdin(true)) => process.io.close_stdin().await,
+                        Some(attach_request::Item::Resize(size)) => {
+                            let _ = resize(&process, &size);
+                        }
                         _ => {}
                     }
                 }
@@ -284,6 +285,11 @@ impl Shim for ShimApi {
         });
         Ok(Response::new(()))
     }
+}
+
+fn resize(process: &Process, size: &berth_proto::types::v1::WindowSize) -> Result<(), Status> {
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    process.io.resize(clamp(size.width), clamp(size.height)).map_err(|e| Status::failed_precondition(e.to_string()))
 }
 
 /// Sends the process's output to one attached client until the process has exited and

@@ -1,13 +1,17 @@
-//! A process's stdio: output pipes pumped into the log and to every attached client, and
-//! the stdin pipe clients write to.
+//! A process's stdio: output (pipes, or a pty master) pumped into the log and to every
+//! attached client, and the input clients write to.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use berth_common::crilog::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, watch};
+
+use crate::pty::PtyMaster;
+
+type Input = Box<dyn AsyncWrite + Send + Unpin>;
 
 use crate::logfile::LogFile;
 
@@ -28,7 +32,11 @@ pub struct IoHub {
     output: broadcast::Sender<Chunk>,
     /// Number of output streams still open; 0 once every stream hit EOF (or never opened).
     open_streams: watch::Sender<usize>,
-    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    stdin: tokio::sync::Mutex<Option<Input>>,
+    /// Set for a process with a terminal.
+    terminal: Mutex<Option<PtyMaster>>,
+    /// A size asked for before the terminal exists (an exec attached before it starts).
+    pending_size: Mutex<Option<(u16, u16)>>,
     log: Option<Arc<Mutex<LogFile>>>,
 }
 
@@ -36,7 +44,14 @@ impl IoHub {
     pub fn new(log: Option<LogFile>) -> IoHub {
         let (output, _) = broadcast::channel(ATTACH_BUFFER);
         let (open_streams, _) = watch::channel(0);
-        IoHub { output, open_streams, stdin: tokio::sync::Mutex::new(None), log: log.map(|l| Arc::new(Mutex::new(l))) }
+        IoHub {
+            output,
+            open_streams,
+            stdin: tokio::sync::Mutex::new(None),
+            terminal: Mutex::new(None),
+            pending_size: Mutex::new(None),
+            log: log.map(|l| Arc::new(Mutex::new(l))),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
@@ -45,7 +60,32 @@ impl IoHub {
 
     /// Starts pumping an output pipe. Call for each stream before the process starts.
     pub fn pump(self: &Arc<Self>, stream: Stream, read_end: OwnedFd) -> std::io::Result<()> {
-        let mut reader = pipe::Receiver::from_owned_fd(read_end)?;
+        self.pump_reader(stream, pipe::Receiver::from_owned_fd(read_end)?);
+        Ok(())
+    }
+
+    /// Wires a terminal: its output is the process's stdout, its input the stdin.
+    pub async fn attach_terminal(self: &Arc<Self>, master: PtyMaster) {
+        if let Some((width, height)) = self.pending_size.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = master.resize(width, height);
+        }
+        *self.terminal.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
+        *self.stdin.lock().await = Some(Box::new(master.clone()));
+        self.pump_reader(Stream::Stdout, master);
+    }
+
+    /// Resizes the terminal, or remembers the size until the terminal exists.
+    pub fn resize(&self, width: u16, height: u16) -> std::io::Result<()> {
+        match self.terminal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(master) => master.resize(width, height),
+            None => {
+                *self.pending_size.lock().unwrap_or_else(|p| p.into_inner()) = Some((width, height));
+                Ok(())
+            }
+        }
+    }
+
+    fn pump_reader(self: &Arc<Self>, stream: Stream, mut reader: impl AsyncRead + Unpin + Send + 'static) {
         self.open_streams.send_modify(|n| *n += 1);
         let hub = self.clone();
         tokio::spawn(async move {
@@ -64,7 +104,6 @@ impl IoHub {
             }
             hub.open_streams.send_modify(|n| *n = n.saturating_sub(1));
         });
-        Ok(())
     }
 
     fn emit(&self, stream: Stream, data: &[u8]) {
@@ -85,7 +124,7 @@ impl IoHub {
     }
 
     pub async fn set_stdin(&self, write_end: OwnedFd) -> std::io::Result<()> {
-        *self.stdin.lock().await = Some(pipe::Sender::from_owned_fd(write_end)?);
+        *self.stdin.lock().await = Some(Box::new(pipe::Sender::from_owned_fd(write_end)?));
         Ok(())
     }
 
@@ -96,9 +135,15 @@ impl IoHub {
         }
     }
 
-    /// Closes stdin, so the process reads EOF.
+    /// Closes stdin, so the process reads EOF. A terminal has no separate input to close;
+    /// like Docker, send it an end-of-file character instead.
     pub async fn close_stdin(&self) {
-        self.stdin.lock().await.take();
+        let has_terminal = self.terminal.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if has_terminal {
+            let _ = self.write_stdin(&[0x04]).await;
+        } else {
+            self.stdin.lock().await.take();
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::cgroup::Cgroup;
 use crate::io::{IoHub, pipe_pair};
 use crate::logfile::LogFile;
 use crate::process::Process;
+use crate::pty::ConsoleSocket;
 use crate::reaper::Reaper;
 use crate::runtime::{ProcessStdio, Runtime};
 
@@ -56,6 +57,8 @@ pub struct Task {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     event_attributes: Mutex<HashMap<String, String>>,
     pub shutdown: CancellationToken,
+    socket: PathBuf,
+    console_counter: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,6 +69,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct CreateOptions {
     pub rootfs: Vec<Mount>,
     pub stdin: bool,
+    pub terminal: bool,
     pub runtime: String,
     pub runtime_args: Vec<String>,
     pub log_path: String,
@@ -149,9 +153,16 @@ impl Task {
         *lock(&self.event_attributes) = options.event_attributes;
 
         let rootfs = self.rootfs();
-        crate::mount::mount_all(&options.rootfs, &rootfs).map_err(|e| RpcStatus::internal(e.to_string()))?;
+        berth_common::mount::mount_all(&options.rootfs, &rootfs).map_err(|e| RpcStatus::internal(e.to_string()))?;
         match self
-            .create_mounted(&runtime, &options.log_path, options.log_max_size, options.log_max_files, options.stdin)
+            .create_mounted(
+                &runtime,
+                &options.log_path,
+                options.log_max_size,
+                options.log_max_files,
+                options.stdin,
+                options.terminal,
+            )
             .await
         {
             Ok(pid) => {
@@ -159,7 +170,7 @@ impl Task {
                 Ok(pid)
             }
             Err(status) => {
-                let _ = crate::mount::unmount_all(&rootfs);
+                let _ = berth_common::mount::unmount_all(&rootfs);
                 Err(status)
             }
         }
@@ -172,6 +183,7 @@ impl Task {
         log_max_size: u64,
         log_max_files: u32,
         stdin: bool,
+        terminal: bool,
     ) -> Result<u32, RpcStatus> {
         resolve_user_in_spec(&self.bundle, &self.rootfs())?;
         let log = if log_path.is_empty() {
@@ -182,13 +194,13 @@ impl Task {
                     .map_err(|e| RpcStatus::internal(format!("cannot open the container log {log_path}: {e}")))?,
             )
         };
-        let process = Process::new("", false, stdin, IoHub::new(log));
-        let stdio = wire_pipes(&process).await.map_err(|e| RpcStatus::internal(format!("creating stdio: {e}")))?;
+        let process = Process::new("", terminal, stdin, IoHub::new(log));
         let pid_file = self.bundle.join("init.pid");
-        runtime
-            .create(&self.id, &self.bundle, &pid_file, None, stdio)
-            .await
-            .map_err(|e| RpcStatus::failed_precondition(format!("OCI runtime create failed: {e}")))?;
+        self.create_process(&process, "create", |stdio, console| {
+            let pid_file = pid_file.clone();
+            async move { runtime.create(&self.id, &self.bundle, &pid_file, console.as_deref(), stdio).await }
+        })
+        .await?;
         let pid = read_pid(&pid_file).map_err(|e| RpcStatus::internal(format!("reading the init pid: {e}")))?;
         process.set_pid(pid);
         *lock(&self.init) = Some(process.clone());
@@ -234,12 +246,13 @@ impl Task {
             .await;
             return Ok(pid);
         }
-        let stdio = wire_pipes(&process).await.map_err(|e| RpcStatus::internal(format!("creating stdio: {e}")))?;
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
-        runtime
-            .exec(&self.id, &self.exec_spec_path(exec_id), &pid_file, None, stdio)
-            .await
-            .map_err(|e| RpcStatus::failed_precondition(format!("OCI runtime exec failed: {e}")))?;
+        let spec = self.exec_spec_path(exec_id);
+        self.create_process(&process, "exec", |stdio, console| {
+            let pid_file = pid_file.clone();
+            async move { runtime.exec(&self.id, &spec, &pid_file, console.as_deref(), stdio).await }
+        })
+        .await?;
         let pid = read_pid(&pid_file).map_err(|e| RpcStatus::internal(format!("reading the exec pid: {e}")))?;
         process.set_pid(pid);
         process.set_status(Status::Running);
@@ -256,6 +269,43 @@ impl Task {
         )
         .await;
         Ok(pid)
+    }
+
+    /// Runs the runtime command that creates `process` with its stdio wired: pipes, or a
+    /// console socket on which the pty master arrives while the runtime runs.
+    async fn create_process<F, Fut>(&self, process: &Arc<Process>, command: &str, run: F) -> Result<(), RpcStatus>
+    where
+        F: FnOnce(ProcessStdio, Option<PathBuf>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::runtime::RuntimeError>>,
+    {
+        let failed = |e: crate::runtime::RuntimeError| {
+            RpcStatus::failed_precondition(format!("OCI runtime {command} failed: {e}"))
+        };
+        if !process.terminal {
+            let stdio = wire_pipes(process).await.map_err(|e| RpcStatus::internal(format!("creating stdio: {e}")))?;
+            return run(stdio, None).await.map_err(failed);
+        }
+        let console = ConsoleSocket::bind(&self.console_socket_path())
+            .map_err(|e| RpcStatus::internal(format!("creating the console socket: {e}")))?;
+        let path = console.path().to_path_buf();
+        let receiving = tokio::spawn(console.receive());
+        if let Err(err) = run(ProcessStdio::default(), Some(path)).await {
+            receiving.abort();
+            return Err(failed(err));
+        }
+        let master = receiving
+            .await
+            .map_err(|e| RpcStatus::internal(format!("receiving the terminal: {e}")))?
+            .map_err(|e| RpcStatus::internal(format!("receiving the terminal: {e}")))?;
+        process.io.attach_terminal(master).await;
+        Ok(())
+    }
+
+    /// A fresh console socket path next to the shim's own socket (short enough for the
+    /// 108-byte limit, unlike the task directory).
+    fn console_socket_path(&self) -> PathBuf {
+        let n = self.console_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PathBuf::from(format!("{}.console-{n}", self.socket.display()))
     }
 
     fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32) {
@@ -389,6 +439,8 @@ pub async fn serve(settings: Settings) -> Result<()> {
             execs: Mutex::new(HashMap::new()),
             event_attributes: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            socket: socket.clone(),
+            console_counter: std::sync::atomic::AtomicU32::new(0),
         });
         anyhow::Ok((task, listener))
     };

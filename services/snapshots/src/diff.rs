@@ -284,6 +284,7 @@ impl Core {
         ns: &Namespace,
         request: DiffRequest,
         content: ContentClient<BerthChannel>,
+        lease: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     ) -> Result<DiffResponse> {
         let (media_type, output) = output_for(&request.media_type)?;
         let source = self.diff_source(ns, &request.key)?;
@@ -311,7 +312,11 @@ impl Core {
             produce_layer(&source, output, ChunkSender::new(producer_tx, make)).map(|(_, produced)| produced)
         });
         let mut client = content;
-        let outbound = berth_common::namespace::request(ns, tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut outbound = berth_common::namespace::request(ns, tokio_stream::wrappers::ReceiverStream::new(rx));
+        // The caller's lease protects the new blob from GC until it is referenced.
+        if let Some(lease) = lease {
+            outbound.metadata_mut().insert(berth_proto::LEASE_METADATA_KEY, lease);
+        }
         let call = tokio::spawn(async move {
             let mut responses = client.write(outbound).await?.into_inner();
             let mut last = None;

@@ -172,7 +172,8 @@ impl Snapshots for SnapshotsService {
 
     async fn diff(&self, request: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let response = self.core.diff(&ns, request.into_inner(), self.content.clone()).await?;
+        let lease = request.metadata().get(berth_proto::LEASE_METADATA_KEY).cloned();
+        let response = self.core.diff(&ns, request.into_inner(), self.content.clone(), lease).await?;
         Ok(Response::new(response))
     }
 

@@ -115,8 +115,11 @@ async fn diff_writes_to_content_and_apply_reads_it_back() {
     std::fs::create_dir(upper.join("new")).unwrap();
     std::fs::write(upper.join("new/file"), vec![b'z'; 3 << 20]).unwrap();
 
-    let response =
-        t.core.diff(&ns(), DiffRequest { key: "ctr".into(), ..Default::default() }, client.clone()).await.unwrap();
+    let response = t
+        .core
+        .diff(&ns(), DiffRequest { key: "ctr".into(), ..Default::default() }, client.clone(), None)
+        .await
+        .unwrap();
     let descriptor = response.diff.unwrap();
     assert_eq!(descriptor.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
     let blob = content.blobs.lock().unwrap().get(&descriptor.digest).cloned().expect("blob committed");

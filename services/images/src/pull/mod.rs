@@ -292,6 +292,14 @@ impl Pull {
             updated_at: now,
         };
         state.db.put_image(&self.namespace, &record)?;
+        // A later push to another repository of this registry can mount these blobs.
+        let mut pulled: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+        pulled.push(config_descriptor.digest.clone());
+        if let Err(err) =
+            crate::sources::record(state, &self.namespace, &pulled, &reference.registry, &reference.repository)
+        {
+            tracing::warn!(error = %err, "recording where the pulled blobs came from");
+        }
         state.db.flush().await?;
         crate::events::pull(state, &self.namespace, &name, &record.target.digest).await;
         send(

@@ -69,6 +69,7 @@ pub async fn report(
                 status: status as i32,
                 current: current as i64,
                 total: download.size as i64,
+                source: String::new(),
             };
             let _ = progress
                 .send(Ok(berth_proto::images::v1::PullProgress { event: Some(pull_progress::Event::Layer(event)) }))

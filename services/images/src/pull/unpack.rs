@@ -90,3 +90,22 @@ pub async fn apply(
         .map(|r| r.into_inner())
         .map_err(|status| Error::Dependency(berth_common::error::from_dependency("snapshots", status)))
 }
+
+/// `Apply(header)` reading the compressed layer `header.content_digest` from the content
+/// store (the layer is already there: import, load).
+pub async fn apply_from_content(
+    state: &State,
+    namespace: &Namespace,
+    lease: &str,
+    header: ApplyHeader,
+) -> Result<ApplyResponse> {
+    let first = ApplyRequest { payload: Some(apply_request::Payload::Header(header)) };
+    let mut request = berth_common::namespace::request(namespace, tokio_stream::iter([first]));
+    attach_lease(&mut request, lease);
+    let mut client = state.snapshots()?;
+    client
+        .apply(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|status| Error::Dependency(berth_common::error::from_dependency("snapshots", status)))
+}

@@ -1,4 +1,6 @@
-//! Mounting the rootfs the snapshot service described (overlay, bind) and unmounting it.
+//! Performing the mounts the snapshot service describes (overlay, bind) and undoing them:
+//! the shim mounts container root filesystems, the containers service mounts a stopped
+//! container's filesystem briefly (cp).
 
 use std::path::Path;
 
