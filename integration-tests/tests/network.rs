@@ -178,6 +178,16 @@ fn connect_and_disconnect_a_running_container() {
     let hosts = daemon.berth(&["exec", "peer", "cat", "/etc/hosts"]).success().stdout;
     assert!(!hosts.contains("b0x"), "{hosts}");
 
+    // Connected while stopped: both networks come up at the next start.
+    daemon.berth(&["stop", "-t", "0", "box"]).success();
+    daemon.berth(&["network", "connect", "extra", "box"]).success();
+    daemon.berth(&["start", "box"]).success();
+    let out = daemon.berth(&["exec", "box", "wget", "-qO-", "http://peer/"]).success();
+    assert_eq!(out.stdout, "hello from berth\n");
+    let settings = inspect(&daemon, "box")["NetworkSettings"]["Networks"].clone();
+    assert!(settings["bridge"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty()), "{settings}");
+    assert!(settings["extra"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty()), "{settings}");
+
     daemon.berth(&["rm", "-f", "box", "peer"]).success();
     let out = daemon.berth(&["network", "prune", "-f"]).success();
     assert!(out.stdout.contains("extra"), "{}", out.stdout);
