@@ -212,6 +212,30 @@ fn restart_policy_and_memory_limit() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(inspect(&daemon, "flaky")["RestartCount"], 2, "no third restart");
 
+    // Limits reach the container's cgroup (v1 paths: this host is cgroup v1 + hybrid v2).
+    let out = daemon.berth(&[
+        "run", "--rm", "--pids-limit", "10", "--cpus", "1.5", "-c", "512", "-m", "48m", &image, "sh", "-c",
+        "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    if berth_common::host::CgroupMode::detect() != berth_common::host::CgroupMode::Unified {
+        assert_eq!(out.stdout, "10\n150000\n512\n50331648\n", "{}", out.stderr);
+    }
+    let out = daemon.berth(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        &image,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7; do sleep 5 & done; wait",
+    ]);
+    assert!(
+        out.stderr.contains("can't fork") || out.stderr.contains("Resource temporarily unavailable"),
+        "{}",
+        out.stderr
+    );
+
     let out = daemon.berth(&["run", "--name", "hog", "-m", "32m", &image, "sh", "-c", "tail /dev/zero"]);
     assert_eq!(out.code, 137, "{}", out.stderr);
     let state = inspect(&daemon, "hog")["State"].clone();

@@ -29,9 +29,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         .container
         .ok_or_else(|| anyhow!("no such container: {}", args.container))?;
     let config = container.config.clone().unwrap_or_default();
-    let state = container.state.clone().unwrap_or_default();
-    if !matches!(state.status, s if s == berth_proto::containers::v1::ContainerStatus::Running as i32 || s == berth_proto::containers::v1::ContainerStatus::Paused as i32)
-    {
+    if !matches!(super::inspect::state_name(&container), "running" | "paused") {
         return Err(anyhow!("You cannot attach to a stopped container, start it first").into());
     }
     let stdin = config.open_stdin && !args.no_stdin;

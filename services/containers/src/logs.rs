@@ -1,6 +1,7 @@
 //! Reading a container's CRI-format log for `berth logs`: all rotated files oldest first,
 //! filtered by stream and time, the last N lines, and following new lines (across
-//! rotations) while the container runs.
+//! rotations) while the container runs. File reading is blocking, so [`stream`] runs on a
+//! blocking thread and hands batches to the async side through a channel.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -102,12 +103,13 @@ fn read_records(reader: &mut BufReader<File>, out: &mut Vec<Record>) -> std::io:
     }
 }
 
-async fn send_batch(sender: &mpsc::Sender<Result<LogsResponse, Status>>, entries: Vec<LogEntry>) -> bool {
-    entries.is_empty() || sender.send(Ok(LogsResponse { entries })).await.is_ok()
+fn send_batch(sender: &mpsc::Sender<Result<LogsResponse, Status>>, entries: Vec<LogEntry>) -> bool {
+    entries.is_empty() || sender.blocking_send(Ok(LogsResponse { entries })).is_ok()
 }
 
-/// Streams the log to `sender`. `running` tells whether the container may still write.
-pub async fn stream(
+/// Streams the log to `sender` (call from a blocking thread). `running` tells whether the
+/// container may still write.
+pub fn stream(
     path: PathBuf,
     query: LogQuery,
     sender: mpsc::Sender<Result<LogsResponse, Status>>,
@@ -140,7 +142,7 @@ pub async fn stream(
                 }
                 None => {
                     batch.push(to_entry(record));
-                    if batch.len() >= BATCH && !send_batch(&sender, std::mem::take(&mut batch)).await {
+                    if batch.len() >= BATCH && !send_batch(&sender, std::mem::take(&mut batch)) {
                         return;
                     }
                 }
@@ -151,7 +153,7 @@ pub async fn stream(
         }
     }
     batch.extend(tail.into_iter().map(to_entry));
-    if !send_batch(&sender, batch).await || !query.follow {
+    if !send_batch(&sender, batch) || !query.follow {
         return;
     }
     let Some(mut reader) = live.or_else(|| File::open(&path).ok().map(BufReader::new)) else { return };
@@ -164,14 +166,14 @@ pub async fn stream(
         let mut batch = Vec::new();
         for record in records {
             if query.past_until(&record) {
-                let _ = send_batch(&sender, batch).await;
+                let _ = send_batch(&sender, batch);
                 return;
             }
             if query.wants(&record) {
                 batch.push(to_entry(record));
             }
         }
-        if !send_batch(&sender, batch).await {
+        if !send_batch(&sender, batch) {
             return;
         }
         // Rotation: the name now points at a new file; we already drained the old one.
@@ -192,7 +194,7 @@ pub async fn stream(
         if sender.is_closed() {
             return;
         }
-        tokio::time::sleep(POLL).await;
+        std::thread::sleep(POLL);
     }
 }
 
@@ -211,7 +213,8 @@ mod tests {
 
     async fn collect(path: &Path, query: LogQuery) -> Vec<String> {
         let (sender, mut receiver) = mpsc::channel(16);
-        stream(path.to_path_buf(), query, sender, || false).await;
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || stream(path, query, sender, || false)).await.unwrap();
         let mut lines = Vec::new();
         while let Some(Ok(response)) = receiver.recv().await {
             lines.extend(response.entries.into_iter().map(|e| String::from_utf8_lossy(&e.data).trim_end().to_string()));
@@ -245,8 +248,10 @@ mod tests {
         let (sender, mut receiver) = mpsc::channel(16);
         let query = LogQuery { stdout: true, stderr: true, follow: true, ..Default::default() };
         let flag = running.clone();
-        let reader =
-            tokio::spawn(stream(path.clone(), query, sender, move || flag.load(std::sync::atomic::Ordering::SeqCst)));
+        let follow_path = path.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            stream(follow_path, query, sender, move || flag.load(std::sync::atomic::Ordering::SeqCst))
+        });
         let first = receiver.recv().await.unwrap().unwrap();
         assert_eq!(first.entries[0].data, b"first\n");
         let mut more = Vec::new();

@@ -153,7 +153,8 @@ impl Tasks for TasksApi {
         if open.logs {
             let query = crate::logs::LogQuery { stdout: open.stdout, stderr: open.stderr, ..Default::default() };
             let (log_sender, mut log_receiver) = mpsc::channel(16);
-            crate::logs::stream(container.log_path.clone().into(), query, log_sender, || false).await;
+            let path = container.log_path.clone().into();
+            tokio::task::spawn_blocking(move || crate::logs::stream(path, query, log_sender, || false));
             while let Some(Ok(batch)) = log_receiver.recv().await {
                 for entry in batch.entries {
                     let item = if entry.stream == LogStream::Stderr as i32 {
@@ -290,10 +291,13 @@ impl Tasks for TasksApi {
         };
         let observed = self.supervisor.entry(&ns, &container).subscribe();
         let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(crate::logs::stream(container.log_path.clone().into(), query, sender, move || {
-            let o = observed.borrow();
-            !o.removed && is_running(o.state.status)
-        }));
+        let path = container.log_path.clone().into();
+        tokio::task::spawn_blocking(move || {
+            crate::logs::stream(path, query, sender, move || {
+                let o = observed.borrow();
+                !o.removed && is_running(o.state.status)
+            })
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
