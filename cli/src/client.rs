@@ -4,6 +4,8 @@ use anyhow::Result;
 use berth_common::client::{BerthChannel, ClientContext};
 use berth_common::{Address, Namespace};
 use berth_proto::containers::v1::containers_client::ContainersClient;
+use berth_proto::containers::v1::networks_client::NetworksClient;
+use berth_proto::containers::v1::volumes_client::VolumesClient;
 use berth_proto::events::v1::events_client::EventsClient;
 use berth_proto::images::v1::images_client::ImagesClient;
 use berth_proto::system::v1::system_client::SystemClient;
@@ -27,6 +29,14 @@ impl Connection {
 
     pub fn containers(&self) -> ContainersClient<BerthChannel> {
         ContainersClient::new(self.channel.clone())
+    }
+
+    pub fn networks(&self) -> NetworksClient<BerthChannel> {
+        NetworksClient::new(self.channel.clone())
+    }
+
+    pub fn volumes(&self) -> VolumesClient<BerthChannel> {
+        VolumesClient::new(self.channel.clone())
     }
 
     pub fn tasks(&self) -> TasksClient<BerthChannel> {

@@ -49,6 +49,25 @@ pub fn pids_mentioning(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Pids of container processes of a test: they live in their own mount namespace (so
+/// neither their command line nor their root link names the test's directories), but
+/// their root mount (`/` in their mount table) comes from below `dir`.
+pub fn container_pids(dir: &Path) -> Vec<i32> {
+    let own = std::process::id() as i32;
+    let own_mounts = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != own && *pid != 1)
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() != own_mounts)
+        .filter(|pid| {
+            let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+            mountinfo.lines().any(|line| line.split(' ').nth(4) == Some("/") && line.contains(&needle))
+        })
+        .collect()
+}
+
 pub fn kill_all(pids: &[i32]) {
     for pid in pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);

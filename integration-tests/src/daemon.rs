@@ -47,6 +47,8 @@ pub struct Daemon {
     pub options: DaemonOptions,
     child: Option<Child>,
     log_path: PathBuf,
+    /// This daemon's bridge names and addresses; cleaned after the daemon is gone.
+    pub net: crate::network::NetSlot,
 }
 
 impl Daemon {
@@ -68,6 +70,7 @@ impl Daemon {
             options,
             child: None,
             base,
+            net: crate::network::NetSlot::acquire(),
         };
         daemon.write_config();
         daemon.spawn();
@@ -87,7 +90,7 @@ impl Daemon {
         if let Some(tcp) = &self.options.tcp {
             hosts.push(format!("\"tcp://{tcp}\""));
         }
-        let config = format!(
+        let mut config = format!(
             "data-root = \"{}\"\nexec-root = \"{}\"\nlog-dir = \"{}\"\nhosts = [{}]\n{}\n",
             self.root.display(),
             self.state.display(),
@@ -95,6 +98,10 @@ impl Daemon {
             hosts.join(", "),
             self.options.config
         );
+        // Last: a table header ends the top-level keys the options may add.
+        if !self.options.config.contains("[network]") {
+            config.push_str(&self.net.config());
+        }
         std::fs::write(&self.config_path, config).expect("writing the daemon config");
     }
 
@@ -216,15 +223,45 @@ impl Daemon {
     pub fn leftover_mounts(&self) -> Vec<String> {
         cleanup::mounts_below(self.base.path())
     }
+
+    /// Network state this daemon made that still exists on the host: bridge and veth
+    /// devices with its names, iptables rules mentioning its addresses, namespace files,
+    /// and address leases in its IPAM directory.
+    pub fn leftover_network(&self) -> Vec<String> {
+        let devices = self.net.devices();
+        let mut left: Vec<String> =
+            devices.iter().filter(|d| **d != self.net.bridge()).map(|d| format!("device {d}")).collect();
+        // veths keep kernel-chosen names; they show up as ports of our bridges.
+        for bridge in &devices {
+            let ports = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif")).into_iter().flatten().flatten();
+            left.extend(ports.map(|p| format!("veth {} on {bridge}", p.file_name().to_string_lossy())));
+        }
+        left.extend(self.net.iptables_rules().into_iter().map(|(table, rule)| format!("iptables -t {table} {rule}")));
+        if let Ok(entries) = std::fs::read_dir(self.state.join("netns")) {
+            left.extend(entries.flatten().map(|e| format!("netns {}", e.path().display())));
+        }
+        if let Ok(networks) = std::fs::read_dir(self.root.join("network/ipam")) {
+            for network in networks.flatten() {
+                for lease in std::fs::read_dir(network.path()).into_iter().flatten().flatten() {
+                    if lease.file_name().to_string_lossy().parse::<std::net::IpAddr>().is_ok() {
+                        left.push(format!("lease {}", lease.path().display()));
+                    }
+                }
+            }
+        }
+        left
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         let base = self.base.path().to_path_buf();
-        // Shims and container processes carry the state dir in their command lines.
+        // Container processes mount things from below the base dir; shims and runc carry
+        // it in their command lines.
         for _ in 0..3 {
-            let pids = cleanup::pids_mentioning(&base.display().to_string());
+            let mut pids = cleanup::container_pids(&base);
+            pids.extend(cleanup::pids_mentioning(&base.display().to_string()));
             if pids.is_empty() {
                 break;
             }

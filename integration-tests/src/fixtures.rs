@@ -261,3 +261,43 @@ pub fn push_multiarch(registry: &str, repo_tag: &str) {
         &format!("docker://{registry}/{repo_tag}"),
     ]));
 }
+
+/// A busybox web server image: `/www/index.html` ("hello from berth"), `EXPOSE 80/tcp`,
+/// `VOLUME /data` holding `seed.txt` ("seeded") in the image, running
+/// `httpd -f -p 80 -h /www`. Pushed as `registry/repo_tag`.
+pub fn push_webserver(registry: &str, repo_tag: &str) {
+    let work = tempfile::tempdir().expect("fixture temp dir");
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("www")).expect("www");
+    std::fs::write(rootfs.join("www/index.html"), "hello from berth\n").expect("index.html");
+    std::fs::create_dir_all(rootfs.join("data")).expect("data");
+    std::fs::write(rootfs.join("data/seed.txt"), "seeded\n").expect("seed.txt");
+    let layer = work.path().join("layer.tar");
+    tar_dir(&rootfs, &layer);
+    let layout = work.path().join("oci");
+    oci_image_from_layers(&layout, "latest", &[layer], "amd64");
+    let image = format!("{}:latest", layout.display());
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.exposedports",
+        "80/tcp",
+        "--config.volume",
+        "/data",
+        "--config.cmd",
+        "httpd",
+        "--config.cmd",
+        "-f",
+        "--config.cmd",
+        "-p",
+        "--config.cmd",
+        "80",
+        "--config.cmd",
+        "-h",
+        "--config.cmd",
+        "/www",
+    ]));
+    push_layout(&layout, "latest", registry, repo_tag);
+}

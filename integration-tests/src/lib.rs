@@ -6,6 +6,7 @@
 pub mod cleanup;
 pub mod daemon;
 pub mod fixtures;
+pub mod network;
 pub mod registry;
 pub mod terminal;
 

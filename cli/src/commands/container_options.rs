@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use berth_proto::containers::v1::{
-    ContainerConfig, CreateContainerRequest, HostConfig, Resources, RestartPolicy, Ulimit,
+    ContainerConfig, CreateContainerRequest, EndpointSettings, HostConfig, Resources, RestartPolicy, Ulimit,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,9 +94,33 @@ pub struct ContainerOptions {
     /// Add a custom host-to-IP mapping (host:ip)
     #[arg(long = "add-host")]
     pub add_host: Vec<String>,
-    /// Connect a container to a network (bridge, none, host, container:<name|id>)
+    /// Connect a container to a network (bridge, none, host, container:<name|id>, or a network's name)
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Publish a container's port(s) to the host ([ip:][hostPort:]containerPort[/proto])
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Bind mount a volume (/host:/ctr[:ro], name:/ctr, /ctr)
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=,target=,...)
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory (/path[:options])
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// Ulimit options (e.g. nofile=1024:2048)
     #[arg(long)]
     pub ulimit: Vec<String>,
@@ -235,6 +259,12 @@ impl ContainerOptions {
             image: self.image.clone(),
             stop_signal: self.stop_signal.clone().unwrap_or_default(),
             stop_timeout: self.stop_timeout,
+            exposed_ports: self
+                .expose
+                .iter()
+                .map(|e| super::net_options::parse_expose(e))
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
             ..Default::default()
         };
         let resources = Resources {
@@ -277,16 +307,37 @@ impl ContainerOptions {
             runtime: self.runtime.clone().unwrap_or_default(),
             shm_size: self.shm_size.as_deref().map(parse_bytes).transpose()?.unwrap_or(0),
             sysctls,
+            binds: self.volume.clone(),
+            mounts: self.mount.iter().map(|m| super::net_options::parse_mount(m)).collect::<Result<_>>()?,
+            tmpfs: self.tmpfs.iter().map(|t| super::net_options::parse_tmpfs(t)).collect(),
+            port_bindings: self
+                .publish
+                .iter()
+                .map(|p| super::net_options::parse_publish(p))
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
+            publish_all_ports: self.publish_all,
             ..Default::default()
         };
         if auto_remove && host_config.restart_policy.as_ref().is_some_and(|p| p.name != "no") {
             bail!("conflicting options: cannot specify both --restart and --rm");
+        }
+        let mut endpoints_config = std::collections::HashMap::new();
+        if !self.network_alias.is_empty() || self.ip.is_some() {
+            let network = self.network.clone().unwrap_or_else(|| "bridge".into());
+            let endpoint = EndpointSettings {
+                aliases: self.network_alias.clone(),
+                ipam_ipv4_address: self.ip.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            endpoints_config.insert(network, endpoint);
         }
         Ok(CreateContainerRequest {
             name: self.name.clone().unwrap_or_default(),
             config: Some(config),
             host_config: Some(host_config),
             platform: self.platform.as_deref().map(parse_platform),
+            endpoints_config,
         })
     }
 }

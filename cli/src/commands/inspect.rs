@@ -41,7 +41,8 @@ pub fn container_json(c: &Container) -> Value {
         .and_then(|spec| spec["process"]["env"].as_array().cloned())
         .map(|env| env.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    json!({
+    let (network_settings, host_network, config_network) = super::port::inspect_json(c);
+    let mut doc = json!({
         "Id": c.id,
         "Created": rfc3339(c.created_at.as_ref()),
         "Path": c.path,
@@ -109,8 +110,14 @@ pub fn container_json(c: &Container) -> Value {
             "Type": m.r#type, "Name": m.name, "Source": m.source, "Destination": m.destination,
             "Driver": m.driver, "Mode": m.mode, "RW": m.rw, "Propagation": m.propagation,
         })).collect::<Vec<_>>(),
-        "NetworkSettings": {},
-    })
+        "NetworkSettings": network_settings,
+    });
+    for (section, extra) in [("HostConfig", host_network), ("Config", config_network)] {
+        if let (Some(target), Value::Object(extra)) = (doc[section].as_object_mut(), extra) {
+            target.extend(extra);
+        }
+    }
+    doc
 }
 
 pub async fn run(args: Args, connection: Connection) -> Outcome {

@@ -19,6 +19,9 @@ mod load;
 mod login;
 mod logout;
 mod logs;
+mod net_options;
+mod network;
+mod port;
 mod progress;
 mod ps;
 mod pull;
@@ -33,6 +36,7 @@ mod stats;
 mod tag;
 mod top;
 mod version;
+mod volume;
 
 use clap::Subcommand;
 use tracing::Instrument;
@@ -76,6 +80,14 @@ pub enum Command {
     Exec(exec::Args),
     /// Display the running processes of a container
     Top(top::Args),
+    /// List port mappings or a specific mapping for the container
+    Port(port::Args),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::Command),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::Command),
     /// Display a live stream of container(s) resource usage statistics
     Stats(stats::Args),
     /// Copy files/folders between a container and the local filesystem
@@ -148,6 +160,9 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Exec(_) => "exec",
             Command::Top(_) => "top",
+            Command::Port(_) => "port",
+            Command::Network(_) => "network",
+            Command::Volume(_) => "volume",
             Command::Stats(_) => "stats",
             Command::Cp(_) => "cp",
             Command::Diff(_) => "diff",
@@ -213,6 +228,9 @@ async fn run_command(cli: Cli) -> Outcome {
         Command::Inspect(args) => inspect::run(args, connection).await,
         Command::Exec(args) => exec::run(args, connection).await,
         Command::Top(args) => top::run(args, connection).await,
+        Command::Port(args) => port::run(args, connection).await,
+        Command::Network(command) => network::run(command, connection).await,
+        Command::Volume(command) => volume::run(command, connection).await,
         Command::Stats(args) => stats::run(args, connection).await,
         Command::Cp(args) => cp::run(args, connection).await,
         Command::Diff(args) => filesystem::diff(args, connection).await,

@@ -81,7 +81,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
                 serde_json::json!({
                     "ID": c.id, "Image": c.image, "Command": command_text(c, true), "CreatedAt": crate::output::rfc3339(c.created_at.as_ref()),
                     "RunningFor": ago(c.created_at.as_ref()), "Status": status_text(c),
-                    "State": crate::commands::inspect::state_name(c), "Names": c.name, "Ports": "", "Labels": c.labels,
+                    "State": crate::commands::inspect::state_name(c), "Names": c.name, "Ports": super::port::ports_text(c), "Labels": c.labels,
                 })
             })
             .collect();
@@ -97,7 +97,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
                 command_text(c, args.no_trunc),
                 ago(c.created_at.as_ref()),
                 status_text(c),
-                String::new(),
+                super::port::ports_text(c),
                 c.name.clone(),
             ]
         })

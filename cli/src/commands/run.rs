@@ -96,20 +96,22 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
     if session.detached {
         return Ok(());
     }
-    let code = match session.exit {
-        Some(exit) => exit.exit_code,
-        None => {
-            let waited = connection
-                .tasks()
-                .wait(WaitRequest {
-                    container_id: id.clone(),
-                    condition: WaitCondition::NotRunning as i32,
-                    exec_id: String::new(),
-                })
-                .await
-                .map_err(|s| Exit::with_code(CLI_FAILURE, anyhow!(s)))?;
-            waited.into_inner().exit_code
-        }
+    // The exit on the attach stream comes straight from the shim; waiting for NotRunning
+    // as well returns once the daemon has recorded it, so a `ps` right after `run` never
+    // still shows the container running (Docker's run waits the same way).
+    // (With --rm it may be gone already: then the session's exit is all there is.)
+    let waited = connection
+        .tasks()
+        .wait(WaitRequest {
+            container_id: id.clone(),
+            condition: WaitCondition::NotRunning as i32,
+            exec_id: String::new(),
+        })
+        .await;
+    let code = match (session.exit, waited) {
+        (Some(exit), _) => exit.exit_code,
+        (None, Ok(waited)) => waited.into_inner().exit_code,
+        (None, Err(status)) => return Err(Exit::with_code(CLI_FAILURE, anyhow!(status))),
     };
     if args.rm {
         // The daemon removes it; return once it is gone, as Docker does.

@@ -107,6 +107,44 @@ impl Default for LogOpts {
     }
 }
 
+/// Container networking (`[network]`): the default bridge network and the pool user
+/// networks take their subnets from. Several daemons on one host (tests) must each get
+/// their own bridge names and subnets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Directories searched, in order, for the CNI plugin binaries.
+    pub cni_path: Vec<PathBuf>,
+    /// Host bridge device of the default network ("bridge"); at most 15 characters.
+    pub bridge: String,
+    /// Subnet of the default network (CIDR); the gateway is its first address.
+    pub subnet: String,
+    /// Bridge device names of user-defined networks: this prefix plus the network id,
+    /// cut to 15 characters.
+    pub bridge_prefix: String,
+    /// User-defined networks created without `--subnet` get a free /24 from these.
+    pub address_pools: Vec<String>,
+    /// Turn on net.ipv4.ip_forward so containers reach beyond this host (Docker's
+    /// `ip-forward`).
+    pub ip_forward: bool,
+    /// Masquerade traffic from bridge networks to other hosts (Docker's `ip-masq`).
+    pub ip_masq: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_path: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            bridge: "berth0".to_string(),
+            subnet: "10.213.0.0/16".to_string(),
+            bridge_prefix: "br-".to_string(),
+            address_pools: vec!["10.214.0.0/15".to_string()],
+            ip_forward: true,
+            ip_masq: true,
+        }
+    }
+}
+
 /// The whole daemon configuration. Every field has a default, so an empty file is valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -134,6 +172,7 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeConfig>,
     pub events: EventsConfig,
     pub log_opts: LogOpts,
+    pub network: NetworkConfig,
     /// Snapshotter: "overlayfs", "native", or "" to choose automatically.
     pub storage_driver: String,
     /// Unix group given access to the API socket (0660), when it exists.
@@ -160,6 +199,7 @@ impl Default for Config {
             runtimes,
             events: EventsConfig::default(),
             log_opts: LogOpts::default(),
+            network: NetworkConfig::default(),
             storage_driver: String::new(),
             socket_group: "berth".to_string(),
         }
@@ -202,6 +242,18 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "default-runtime {:?} is not defined under [runtimes]",
                 self.default_runtime
+            )));
+        }
+        let bridge = &self.network.bridge;
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+            return Err(ConfigError::Invalid(format!(
+                "network.bridge {bridge:?} must be a device name of 1 to 15 characters"
+            )));
+        }
+        if self.network.bridge_prefix.len() > 7 {
+            return Err(ConfigError::Invalid(format!(
+                "network.bridge-prefix {:?} is too long: keep it to 7 characters so the network id still fits",
+                self.network.bridge_prefix
             )));
         }
         for dir in [&self.data_root, &self.exec_root, &self.log_dir] {
@@ -276,6 +328,12 @@ mod tests {
         assert_eq!(config.address_of(ServiceName::Images), &Address::Unix("/tmp/images.sock".into()));
         assert_eq!(config.address_of(ServiceName::Events), &Address::Unix("/tmp/b.sock".into()));
         assert_eq!(config.runtimes["crun"].path, "/usr/bin/crun");
+    }
+
+    #[test]
+    fn shipped_config_shows_the_defaults() {
+        assert_eq!(Config::parse(include_str!("../../../deploy/config.toml")).unwrap(), Config::default());
+        assert!(Config::parse("[network]\nbridge = \"a-very-long-bridge-name\"").unwrap_err().contains("15"));
     }
 
     #[test]

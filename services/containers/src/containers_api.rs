@@ -108,7 +108,7 @@ impl Containers for ContainersApi {
     async fn delete(&self, request: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let ns = namespace::of(&request)?;
         let r = request.into_inner();
-        self.supervisor.remove(&ns, &r.id, r.force).await?;
+        self.supervisor.remove_container(&ns, &r.id, r.force, r.remove_volumes).await?;
         Ok(Response::new(()))
     }
 

@@ -9,7 +9,7 @@ use berth_proto::events::v1::{ContainerCreate, event::Payload};
 use berth_proto::images::v1::InspectImageRequest;
 use berth_proto::images::v1::images_client::ImagesClient;
 use berth_proto::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::snapshots::v1::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use berth_proto::snapshots::v1::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
 
 use crate::error::{Error, Result};
 use crate::supervisor::Supervisor;
@@ -22,8 +22,8 @@ pub async fn create(
     namespace: &Namespace,
     request: CreateContainerRequest,
 ) -> Result<(Container, Vec<String>)> {
-    let config = request.config.unwrap_or_default();
-    let host = request.host_config.unwrap_or_default();
+    let mut config = request.config.unwrap_or_default();
+    let mut host = request.host_config.unwrap_or_default();
     if config.image.is_empty() {
         return Err(Error::InvalidArgument("an image is required".into()));
     }
@@ -58,18 +58,44 @@ pub async fn create(
     let parent = image.chain_ids.last().cloned().unwrap_or_default();
 
     let id = crate::names::new_id();
-    let hostname = if config.hostname.is_empty() { id[..12].to_string() } else { config.hostname.clone() };
-    let container_dir = supervisor.container_dir(namespace, &id);
-    let cleanup_files = || {
-        let _ = std::fs::remove_dir_all(&container_dir);
+    // Like Docker, the container's config lists the image's exposed ports and volumes too.
+    config.exposed_ports = crate::network::ports::normalize_exposed(
+        image_config.exposed_ports.iter().chain(&config.exposed_ports).cloned(),
+    )?;
+    for volume in &image_config.volumes {
+        if !config.volumes.contains(volume) {
+            config.volumes.push(volume.clone());
+        }
+    }
+    let network = supervisor.network.plan(namespace, &id, &host, &request.endpoints_config)?;
+    host.network_mode = network.network_mode.clone();
+    let hostname = match (&network.hostname, config.hostname.is_empty()) {
+        (_, false) => config.hostname.clone(),
+        (Some(host_name), true) => host_name.clone(),
+        (None, true) => id[..12].to_string(),
     };
-    let etc = crate::etcfiles::write(&container_dir, &hostname, None, &host)
-        .map_err(|e| Error::io(format!("writing {}", container_dir.display()), e))?;
-    let etc_files = [
+    let volumes = supervisor.volumes.prepare(namespace, &host, &config.volumes).await?;
+    let container_dir = supervisor.container_dir(namespace, &id);
+    let cleanup_files = async || {
+        let _ = std::fs::remove_dir_all(&container_dir);
+        supervisor.volumes.rollback(namespace, &volumes).await;
+    };
+    let etc = match crate::etcfiles::write(&container_dir, &hostname, None, &host) {
+        Ok(etc) => etc,
+        Err(err) => {
+            cleanup_files().await;
+            return Err(Error::io(format!("writing {}", container_dir.display()), err));
+        }
+    };
+    // A user mount over one of these files wins.
+    let etc_files: Vec<(&str, &std::path::Path)> = [
         ("/etc/hostname", etc.hostname.as_path()),
         ("/etc/hosts", etc.hosts.as_path()),
         ("/etc/resolv.conf", etc.resolv_conf.as_path()),
-    ];
+    ]
+    .into_iter()
+    .filter(|(target, _)| !volumes.points.iter().any(|p| p.destination == *target))
+    .collect();
     let generated = crate::spec::generate(&crate::spec::SpecInputs {
         id: &id,
         namespace: namespace.as_str(),
@@ -78,20 +104,22 @@ pub async fn create(
         image: &image_config,
         hostname: &hostname,
         etc_files: &etc_files,
-        network_namespace: None,
+        network_namespace: network.netns.as_deref(),
+        mounts: &volumes.spec_mounts,
     });
-    let generated = match generated {
+    let mut generated = match generated {
         Ok(generated) => generated,
         Err(err) => {
-            cleanup_files();
+            cleanup_files().await;
             return Err(err.into());
         }
     };
+    generated.warnings.extend(network.warnings.iter().cloned());
     let spec_json = serde_json::to_vec(&generated.spec).map_err(|e| Error::InvalidArgument(e.to_string()));
     let spec_json = match spec_json {
         Ok(json) => json,
         Err(err) => {
-            cleanup_files();
+            cleanup_files().await;
             return Err(err);
         }
     };
@@ -103,8 +131,13 @@ pub async fn create(
         labels: [(SNAPSHOT_CONTAINER_LABEL.to_string(), id.clone())].into_iter().collect(),
     };
     if let Err(status) = snapshots.prepare(namespace::request(namespace, prepare)).await {
-        cleanup_files();
+        cleanup_files().await;
         return Err(Error::Upstream(berth_common::error::from_dependency("snapshots", status)));
+    }
+    if let Err(err) = seed_volumes(supervisor, namespace, &id, &volumes.seeds, &mut snapshots).await {
+        let _ = snapshots.remove(namespace::request(namespace, RemoveSnapshotRequest { key: id.clone() })).await;
+        cleanup_files().await;
+        return Err(err);
     }
 
     let spec_value = serde_json::to_value(&generated.spec).unwrap_or_default();
@@ -133,13 +166,15 @@ pub async fn create(
         hostname_path: etc.hostname.display().to_string(),
         hosts_path: etc.hosts.display().to_string(),
         platform: "linux".into(),
+        network_settings: Some(network.settings),
+        mounts: volumes.points.clone(),
         config: Some(config),
         host_config: Some(host),
         ..Default::default()
     };
     if let Err(err) = supervisor.store.insert_new(namespace, &container).await {
         let _ = snapshots.remove(namespace::request(namespace, RemoveSnapshotRequest { key: id.clone() })).await;
-        cleanup_files();
+        cleanup_files().await;
         return Err(err);
     }
     let payload = Payload::ContainerCreate(ContainerCreate {
@@ -150,6 +185,31 @@ pub async fn create(
     });
     supervisor.publish(namespace, "/containers/create", "create", &container, payload).await;
     Ok((container, generated.warnings))
+}
+
+/// Fills new, empty volumes from the image (Docker's copy-up on first use), reading the
+/// image through the container's freshly prepared rootfs snapshot.
+async fn seed_volumes(
+    supervisor: &Supervisor,
+    namespace: &Namespace,
+    id: &str,
+    seeds: &[(String, std::path::PathBuf)],
+    snapshots: &mut SnapshotsClient<berth_common::client::BerthChannel>,
+) -> Result<()> {
+    if seeds.is_empty() {
+        return Ok(());
+    }
+    let mounts = snapshots
+        .mounts(namespace::request(namespace, MountsRequest { key: id.to_string() }))
+        .await
+        .map_err(|s| Error::Upstream(berth_common::error::from_dependency("snapshots", s)))?
+        .into_inner()
+        .mounts;
+    let scratch = supervisor.paths.exec_root.join("seed").join(id);
+    let seeds = seeds.to_vec();
+    tokio::task::spawn_blocking(move || crate::volumes::seed(&seeds, &mounts, &scratch))
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("copying image content into volumes: {e}")))?
 }
 
 fn unused_random_name(supervisor: &Supervisor, namespace: &Namespace) -> Result<String> {

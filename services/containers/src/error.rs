@@ -8,6 +8,16 @@ pub enum Error {
     NotFound(String),
     #[error("No such exec instance: {0}")]
     ExecNotFound(String),
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("get {0}: no such volume")]
+    VolumeNotFound(String),
+    /// A name already taken by another network or volume.
+    #[error("{0}")]
+    Conflict(String),
+    /// Setting up or tearing down networking on the host failed (CNI, bridge, netns).
+    #[error("{0}")]
+    Network(String),
     #[error("{0}")]
     Ambiguous(String),
     #[error(
@@ -50,7 +60,11 @@ impl From<Status> for Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let code = match &error {
-            Error::NotFound(_) | Error::ExecNotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::ExecNotFound(_) | Error::NetworkNotFound(_) | Error::VolumeNotFound(_) => {
+                Code::NotFound
+            }
+            Error::Conflict(_) => Code::AlreadyExists,
+            Error::Network(_) => Code::Internal,
             Error::Ambiguous(_) | Error::BadName(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Spec(crate::spec::SpecError::Build(_)) => Code::Internal,
             Error::Spec(_) => Code::InvalidArgument,

@@ -17,7 +17,8 @@ pub fn status_name(status: i32) -> &'static str {
     }
 }
 
-const KEYS: [&str; 8] = ["id", "name", "label", "status", "exited", "ancestor", "before", "since"];
+const KEYS: [&str; 10] =
+    ["id", "name", "label", "status", "exited", "ancestor", "before", "since", "network", "volume"];
 
 pub fn validate(filters: &[Filter]) -> Result<()> {
     for filter in filters {
@@ -54,6 +55,13 @@ fn matches_one(container: &Container, key: &str, value: &str, all: &[Container])
         }
         "before" => reference(value).is_some_and(|other| created(container) < created(other)),
         "since" => reference(value).is_some_and(|other| created(container) > created(other)),
+        "network" => container.network_settings.as_ref().is_some_and(|settings| {
+            settings
+                .networks
+                .iter()
+                .any(|(name, e)| name == value || (!value.is_empty() && e.network_id.starts_with(value)))
+        }),
+        "volume" => container.mounts.iter().any(|m| m.name == value || m.source == value || m.destination == value),
         _ => false,
     }
 }
@@ -83,5 +91,26 @@ mod tests {
         assert!(!matches(&a, &[f("exited", &["3"]), f("label", &["tier=back"])], &all));
         assert!(matches(&a, &[f("ancestor", &["busybox"]), f("name", &["we"])], &all));
         assert!(validate(&[f("colour", &["red"])]).is_err());
+    }
+
+    #[test]
+    fn network_and_volume_filters() {
+        use berth_proto::containers::v1::{EndpointSettings, MountPoint, NetworkSettings};
+        let endpoint = EndpointSettings { network_id: "f00d1234".into(), ..Default::default() };
+        let c = Container {
+            network_settings: Some(NetworkSettings {
+                networks: [("front".to_string(), endpoint)].into_iter().collect(),
+                ..Default::default()
+            }),
+            mounts: vec![MountPoint { name: "data".into(), destination: "/data".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let f = |key: &str, value: &str| vec![Filter { key: key.into(), values: vec![value.into()] }];
+        assert!(matches(&c, &f("network", "front"), &[]));
+        assert!(matches(&c, &f("network", "f00d"), &[]));
+        assert!(!matches(&c, &f("network", "back"), &[]));
+        assert!(matches(&c, &f("volume", "data"), &[]) && matches(&c, &f("volume", "/data"), &[]));
+        assert!(!matches(&c, &f("volume", "other"), &[]));
+        assert!(validate(&f("network", "x")).is_ok());
     }
 }

@@ -1,9 +1,8 @@
 //! The containers service: container records (`berth.containers.v1`) and running tasks
 //! (`berth.tasks.v1`), each task driven through its own berth-shim.
 //!
-//! Networks and volumes (`Networks`, `Volumes`) are not implemented yet: their RPCs
-//! answer Unimplemented, containers get a private network namespace with loopback only,
-//! and only the rootfs snapshot plus /etc files are mounted.
+//! It also hosts `Networks` and `Volumes`: containers are networked through CNI plugins
+//! (`network`), and get bind mounts, volumes and tmpfs mounts (`volumes`).
 
 mod attach;
 mod command;
@@ -17,6 +16,8 @@ mod exec;
 mod filters;
 mod logs;
 mod names;
+mod network;
+mod networks_api;
 mod registry;
 mod runtimes;
 mod shims;
@@ -25,6 +26,8 @@ mod store;
 mod supervisor;
 mod tasks_api;
 mod top;
+mod volumes;
+mod volumes_api;
 
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ use berth_common::ServiceContext;
 use berth_common::config::ServiceName;
 use berth_common::events::Publisher;
 use berth_proto::containers::v1::containers_server::ContainersServer;
+use berth_proto::containers::v1::networks_server::NetworksServer;
+use berth_proto::containers::v1::volumes_server::VolumesServer;
 use berth_proto::tasks::v1::tasks_server::TasksServer;
 
 pub use error::Error;
@@ -44,6 +49,10 @@ pub enum StartError {
     Events(#[from] berth_common::client::ConnectError),
     #[error("recovering containers: {0}")]
     Recover(#[from] Error),
+    #[error("invalid [network] configuration: {0}")]
+    NetworkConfig(String),
+    #[error("opening the network and volume trees of containers.db: {0}")]
+    Trees(#[from] sled::Error),
 }
 
 /// Adds the containers and tasks services, reconnects to live shims, and probes the
@@ -52,6 +61,9 @@ pub async fn register(ctx: &ServiceContext, routes: &mut tonic::service::RoutesB
     let config = &ctx.config;
     let store = store::Store::open(&config.data_root)?;
     let runtimes = runtimes::Runtimes::new(&config.runtimes, &config.default_runtime);
+    let network_settings = network::Settings::from_config(config).map_err(StartError::NetworkConfig)?;
+    let network = network::Manager::new(network_settings, config.exec_root.clone(), store.clone())?;
+    let volumes = volumes::Volumes::new(store.clone(), &config.data_root)?;
     let supervisor = Arc::new(supervisor::Supervisor {
         ctx: ctx.clone(),
         store,
@@ -65,9 +77,13 @@ pub async fn register(ctx: &ServiceContext, routes: &mut tonic::service::RoutesB
         },
         shim_binary: shims::shim_binary(),
         execs: exec::Execs::default(),
+        network,
+        volumes,
     });
     routes.add_service(ContainersServer::new(containers_api::ContainersApi::new(supervisor.clone())));
     routes.add_service(TasksServer::new(tasks_api::TasksApi::new(supervisor.clone())));
+    routes.add_service(NetworksServer::new(networks_api::NetworksApi::new(supervisor.clone())));
+    routes.add_service(VolumesServer::new(volumes_api::VolumesApi::new(supervisor.clone())));
 
     // Reconnecting needs the event service (shims publish to it) but not our own routes,
     // so it runs now; exits found here are recorded before the first request is served.
@@ -75,6 +91,11 @@ pub async fn register(ctx: &ServiceContext, routes: &mut tonic::service::RoutesB
     tokio::spawn(async move {
         if let Err(err) = recovering.recover().await {
             tracing::error!(error = %err, "recovering containers failed");
+        }
+        // Exits found above have been recorded (and their networks torn down); what is
+        // left over belongs to containers that died with no one to clean up after them.
+        if let Err(err) = recovering.network.reclaim().await {
+            tracing::error!(error = %err, "reclaiming stale networks failed");
         }
     });
     let probe_dir = config.exec_root.join("runtime-probes");

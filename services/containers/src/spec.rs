@@ -126,6 +126,8 @@ pub struct SpecInputs<'a> {
     /// Join this network namespace; `None` creates a private one unless the network mode
     /// is `host`.
     pub network_namespace: Option<&'a Path>,
+    /// Binds, volumes and tmpfs mounts from the user and the image, parents first.
+    pub mounts: &'a [Mount],
 }
 
 /// The generated spec plus warnings for the user (e.g. a limit that was lowered).
@@ -357,7 +359,8 @@ fn no_new_privileges(host: &HostConfig) -> bool {
 }
 
 pub fn generate(inputs: &SpecInputs<'_>) -> Result<Generated, SpecError> {
-    let SpecInputs { id, namespace, config, host, image, hostname, etc_files, network_namespace } = *inputs;
+    let SpecInputs { id, namespace, config, host, image, hostname, etc_files, network_namespace, mounts: user_mounts } =
+        *inputs;
     let mut warnings = Vec::new();
     let args = command::argv(config, image);
     if args.is_empty() {
@@ -388,6 +391,7 @@ pub fn generate(inputs: &SpecInputs<'_>) -> Result<Generated, SpecError> {
     for (destination, source) in etc_files {
         mounts.push(mount(destination, "bind", &source.display().to_string(), &["rbind", "rprivate"])?);
     }
+    mounts.extend(user_mounts.iter().cloned());
 
     let mut sysctl: HashMap<String, String> = host.sysctls.clone().into_iter().collect();
     if host.network_mode != "host" {
@@ -451,6 +455,7 @@ mod tests {
             hostname: "abc",
             etc_files: &[],
             network_namespace: None,
+            mounts: &[],
         }
     }
 

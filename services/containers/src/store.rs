@@ -33,6 +33,12 @@ impl Store {
         Ok(Store { db, containers, names })
     }
 
+    /// The database itself, for the other trees this service keeps in it (networks,
+    /// network attachments, volumes).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     async fn flush(&self) -> Result<()> {
         self.db.flush_async().await?;
         Ok(())

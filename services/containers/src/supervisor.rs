@@ -71,6 +71,8 @@ pub struct Supervisor {
     pub paths: Paths,
     pub shim_binary: PathBuf,
     pub execs: crate::exec::Execs,
+    pub network: crate::network::Manager,
+    pub volumes: crate::volumes::Volumes,
 }
 
 pub fn is_running(status: i32) -> bool {
@@ -171,8 +173,19 @@ impl Supervisor {
         cleanup_task_dir(&task_dir);
         std::fs::create_dir_all(task_dir.join(task::ROOTFS_DIR))
             .map_err(|e| Error::io(format!("creating {}", task_dir.display()), e))?;
-        std::fs::write(task_dir.join(task::CONFIG_FILE), &container.spec)
-            .map_err(|e| Error::io("writing the runtime spec", e))?;
+        let spec = match self.network.attach(namespace, container).await {
+            Ok(spec) => spec,
+            Err(err) => {
+                cleanup_task_dir(&task_dir);
+                drop(entry.take_pending());
+                return Err(err);
+            }
+        };
+        if let Err(err) = std::fs::write(task_dir.join(task::CONFIG_FILE), &spec) {
+            self.network.detach(namespace, container).await;
+            cleanup_task_dir(&task_dir);
+            return Err(Error::io("writing the runtime spec", err));
+        }
         let mounts = self
             .snapshots()?
             .mounts(namespace::request(namespace, MountsRequest { key: container.snapshot_key.clone() }))
@@ -192,6 +205,7 @@ impl Supervisor {
             Ok(shim) => shim,
             Err(err) => {
                 cleanup_task_dir(&task_dir);
+                self.network.detach(namespace, container).await;
                 // Clients waiting to attach to this start see their stream end.
                 drop(entry.take_pending());
                 return Err(err);
@@ -240,6 +254,7 @@ impl Supervisor {
                 let _ = shim_client.delete(shim::DeleteRequest { exec_id: String::new() }).await;
                 let _ = shim_client.shutdown(shim::ShutdownRequest { now: true }).await;
                 cleanup_task_dir(&task_dir);
+                self.network.detach(namespace, container).await;
                 // Docker keeps the error and the exit code a shell would give.
                 let message = match &err {
                     Error::Upstream(status) => status.message().to_string(),
@@ -358,10 +373,14 @@ impl Supervisor {
         });
         self.publish(namespace, "/tasks/delete", "delete_task", &container, payload).await;
         entry.observe(&state, true);
+        // After the exit is visible (CNI DEL takes a while), still under the entry lock so
+        // a new start waits for it. A crash before this point is reclaimed at start.
+        self.network.detach(namespace, &mut container).await;
+        self.store.update(namespace, &container).await?;
 
         let host = container.host_config.clone().unwrap_or_default();
         if host.auto_remove {
-            self.remove_locked(namespace, &container).await?;
+            self.remove_locked_with(namespace, &container, true).await?;
             drop(guard);
             return Ok(());
         }
@@ -534,6 +553,17 @@ impl Supervisor {
 
     /// `docker rm`: refuses a running container unless forced.
     pub async fn remove(&self, namespace: &Namespace, reference: &str, force: bool) -> Result<()> {
+        self.remove_container(namespace, reference, force, false).await
+    }
+
+    /// `docker rm [-v]`: also removes the container's anonymous volumes with `volumes`.
+    pub async fn remove_container(
+        &self,
+        namespace: &Namespace,
+        reference: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         let mut container = self.store.resolve(namespace, reference)?;
         if is_running(container.state.as_ref().map(|s| s.status).unwrap_or_default()) {
             if !force {
@@ -558,11 +588,12 @@ impl Supervisor {
         let _guard = entry.lock.lock().await;
         // --rm may have removed it while we waited.
         let Some(container) = self.store.get(namespace, &container.id)? else { return Ok(()) };
-        self.remove_locked(namespace, &container).await
+        self.remove_locked_with(namespace, &container, volumes).await
     }
 
-    /// Deletes everything a stopped container owns. The caller holds the entry lock.
-    pub async fn remove_locked(&self, namespace: &Namespace, container: &Container) -> Result<()> {
+    /// Deletes everything a stopped container owns, and its anonymous volumes with
+    /// `volumes`. The caller holds the entry lock.
+    pub async fn remove_locked_with(&self, namespace: &Namespace, container: &Container, volumes: bool) -> Result<()> {
         let removal = self
             .snapshots()?
             .remove(namespace::request(namespace, RemoveSnapshotRequest { key: container.snapshot_key.clone() }))
@@ -573,11 +604,13 @@ impl Supervisor {
             Err(status) => return Err(Error::Upstream(berth_common::error::from_dependency("snapshots", status))),
         }
         cleanup_task_dir(&self.task_dir(namespace, &container.id));
+        self.network.detach(namespace, &mut container.clone()).await;
         let _ = std::fs::remove_dir_all(self.container_dir(namespace, &container.id));
         for file in crate::logs::log_files(std::path::Path::new(&container.log_path)) {
             let _ = std::fs::remove_file(file);
         }
         self.store.remove(namespace, container).await?;
+        self.volumes.release(namespace, container, volumes).await;
         let payload =
             Payload::ContainerDelete(ContainerDelete { id: container.id.clone(), name: container.name.clone() });
         self.publish(namespace, "/containers/delete", "destroy", container, payload).await;
