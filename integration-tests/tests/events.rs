@@ -197,7 +197,7 @@ fn berth_events_prints_filters_and_formats_like_docker() {
     assert_eq!(json["topic"], "/tasks/exit");
 
     // Another namespace sees none of it.
-    let out = daemon.berth(&["-n", "other", "events", "--since", "seq:0", "--until", "0s"]).success();
+    let out = daemon.berth(&["--namespace", "other", "events", "--since", "seq:0", "--until", "0s"]).success();
     assert_eq!(out.stdout, "");
 
     let out = daemon.berth(&["events", "--since", "yesterday"]);

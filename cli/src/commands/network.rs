@@ -190,7 +190,7 @@ async fn create(args: CreateArgs, connection: Connection) -> Outcome {
 }
 
 async fn ls(args: LsArgs, connection: Connection) -> Outcome {
-    let filters = super::ps::parse_filters(&args.filter)?;
+    let filters = crate::output::parse_filters(&args.filter)?;
     let networks = connection
         .networks()
         .list(ListNetworksRequest { filters })
@@ -285,7 +285,7 @@ async fn prune(args: PruneArgs, connection: Connection) -> Outcome {
     if !args.force && !confirm("WARNING! This will remove all custom networks not used by at least one container.") {
         return Ok(());
     }
-    let filters = super::ps::parse_filters(&args.filter)?;
+    let filters = crate::output::parse_filters(&args.filter)?;
     let deleted = connection
         .networks()
         .prune(PruneNetworksRequest { filters })

@@ -108,7 +108,7 @@ pub async fn run(command: Command, connection: Connection) -> Outcome {
 }
 
 async fn ls(args: LsArgs, connection: Connection) -> Outcome {
-    let filters = super::ps::parse_filters(&args.filter)?;
+    let filters = crate::output::parse_filters(&args.filter)?;
     let volumes = connection
         .volumes()
         .list(ListVolumesRequest { filters })
@@ -170,7 +170,7 @@ async fn prune(args: PruneArgs, connection: Connection) -> Outcome {
     if !args.force && !super::network::confirm(warning) {
         return Ok(());
     }
-    let filters = super::ps::parse_filters(&args.filter)?;
+    let filters = crate::output::parse_filters(&args.filter)?;
     let response = connection
         .volumes()
         .prune(PruneVolumesRequest { filters, all: args.all })

@@ -108,7 +108,8 @@ fn new_config(
         }
         runtime["Env"] = json!(env);
     }
-    berth_common::image_changes::apply(runtime, &request.changes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    berth_common::image_changes::apply_all(runtime, &request.changes)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
 
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     config["created"] = json!(now);
@@ -220,12 +221,8 @@ async fn commit_inner(
         let apply = tokio_stream::iter(vec![ApplyRequest { payload: Some(apply_request::Payload::Header(header)) }]);
         snapshots.apply(leased(namespace, &lease, apply)).await.map_err(upstream("snapshots"))?;
 
-        // Without a name the image is kept under its digest, as Docker keeps dangling ones.
-        let name = if request.reference.is_empty() {
-            format!("{}@{manifest_digest}", image.name.split(['@', ':']).next().unwrap_or("commit"))
-        } else {
-            request.reference.clone()
-        };
+        // Without a name the image is untagged (`<none>`), as Docker keeps dangling ones.
+        let name = request.reference.clone();
         let target = Descriptor {
             media_type: OCI_MANIFEST.into(),
             digest: manifest_digest,

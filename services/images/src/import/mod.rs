@@ -4,8 +4,6 @@
 //! is unpacked into the snapshot service under its chain id, and the image record is
 //! written last, all under one lease so a GC meanwhile cannot take any of it.
 
-pub mod changes;
-
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -48,7 +46,7 @@ pub fn validate(options: &ImportOptions) -> Result<()> {
 fn run_config(changes: &[String]) -> Result<Map<String, Value>> {
     let mut config = Map::new();
     for change in changes {
-        changes::apply(&mut config, change)?;
+        berth_common::image_changes::apply(&mut config, change).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     }
     Ok(config)
 }
