@@ -295,6 +295,7 @@ impl Containers for ContainersApi {
         let running = count(ContainerStatus::Running) + count(ContainerStatus::Restarting);
         let paused = count(ContainerStatus::Paused);
         let mode = berth_common::host::CgroupMode::detect();
+        self.supervisor.runtimes.wait_probed(std::time::Duration::from_secs(5)).await;
         Ok(Response::new(ContainersInfoResponse {
             containers: containers.len() as u64,
             running,

@@ -22,6 +22,8 @@ pub struct Handler {
 #[derive(Clone)]
 pub struct Runtimes {
     handlers: Arc<Mutex<BTreeMap<String, Handler>>>,
+    /// True once every installed handler has been probed.
+    probed: Arc<tokio::sync::watch::Sender<bool>>,
     pub default: String,
 }
 
@@ -35,7 +37,11 @@ impl Runtimes {
                 (name.clone(), Handler { name: name.clone(), path, args: config.runtime_args.clone(), usable })
             })
             .collect();
-        Runtimes { handlers: Arc::new(Mutex::new(handlers)), default: default.to_string() }
+        Runtimes {
+            handlers: Arc::new(Mutex::new(handlers)),
+            probed: Arc::new(tokio::sync::watch::channel(false).0),
+            default: default.to_string(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handler>> {
@@ -83,6 +89,13 @@ impl Runtimes {
                 h.usable = Some(result);
             }
         }
+        self.probed.send_replace(true);
+    }
+
+    /// Waits (up to `limit`) for the probes, so a report right after start-up is complete.
+    pub async fn wait_probed(&self, limit: std::time::Duration) {
+        let mut probed = self.probed.subscribe();
+        let _ = tokio::time::timeout(limit, probed.wait_for(|done| *done)).await;
     }
 }
 
