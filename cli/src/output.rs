@@ -17,6 +17,14 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// List commands' `--format json`, as Docker prints it: one compact object per line.
+pub fn print_json_lines<T: Serialize>(rows: &[T]) -> Result<()> {
+    for row in rows {
+        println!("{}", serde_json::to_string(row)?);
+    }
+    Ok(())
+}
+
 /// `--filter key=value` flags, grouped by key (values of one key are OR-ed by the daemon).
 pub fn parse_filters(filters: &[String]) -> Result<Vec<berth_proto::types::v1::Filter>> {
     let mut parsed: Vec<berth_proto::types::v1::Filter> = Vec::new();

@@ -16,8 +16,9 @@ pub struct DaemonOptions {
     pub tcp: Option<String>,
     /// Environment for the daemon (e.g. OTEL_EXPORTER_OTLP_ENDPOINT).
     pub env: Vec<(String, String)>,
-    /// Reuse this base directory (root/state/logs) instead of a fresh one.
-    pub base: Option<PathBuf>,
+    /// Put the data root on a tmpfs of this many bytes (disk-full tests); it is unmounted
+    /// with everything else when the daemon is dropped.
+    pub root_tmpfs_bytes: Option<u64>,
 }
 
 /// What a CLI invocation printed and returned.
@@ -72,6 +73,17 @@ impl Daemon {
             base,
             net: crate::network::NetSlot::acquire(),
         };
+        if let Some(bytes) = daemon.options.root_tmpfs_bytes {
+            std::fs::create_dir_all(&daemon.root).expect("creating the data root");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &daemon.root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={bytes},mode=0711").as_str()),
+            )
+            .expect("mounting a tmpfs on the data root");
+        }
         daemon.write_config();
         daemon.spawn();
         daemon

@@ -33,7 +33,9 @@ pub fn busybox_rootfs(dir: &Path) {
         std::fs::create_dir_all(dir.join(sub)).expect("rootfs dir");
     }
     std::fs::copy(busybox_binary(), dir.join("bin/busybox")).expect("copying busybox");
-    let applets = run(Command::new(dir.join("bin/busybox")).arg("--list"));
+    // The host's binary lists the applets: executing the fresh copy could fail with
+    // ETXTBSY while another test thread's fork still holds its write descriptor.
+    let applets = run(Command::new(busybox_binary()).arg("--list"));
     for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
     }

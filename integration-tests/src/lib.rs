@@ -5,7 +5,9 @@
 
 pub mod cleanup;
 pub mod daemon;
+pub mod faulty;
 pub mod fixtures;
+pub mod inventory;
 pub mod network;
 pub mod registry;
 pub mod terminal;

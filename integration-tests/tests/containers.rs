@@ -190,8 +190,8 @@ fn names_filters_inspect_exec_top_pause() {
     let running = daemon.berth(&["ps", "-q"]).success().stdout;
     assert_eq!(running.lines().count(), 1);
     let exited = daemon.berth(&["ps", "-a", "--filter", "status=exited", "--format", "json"]).success().stdout;
-    let rows: serde_json::Value = serde_json::from_str(&exited).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let rows: Vec<serde_json::Value> = exited.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "one JSON object per line, like Docker: {exited}");
     assert_eq!(rows[0]["Names"], "done");
     let labelled = daemon.berth(&["ps", "-a", "-q", "--filter", "label=tier=front"]).success().stdout;
     assert_eq!(labelled.trim(), &id[..12]);

@@ -15,6 +15,11 @@ pub const API_VERSION: &str = "1.0";
 /// gRPC metadata key carrying the namespace of a request.
 pub const NAMESPACE_METADATA_KEY: &str = "berth-namespace";
 
+/// Lease label (value "true") asking the images service to drop the lease when it
+/// restarts, for work that cannot outlive the daemon (a commit); other leases last until
+/// their TTL.
+pub const EPHEMERAL_LEASE_LABEL: &str = "berth.io/lease.ephemeral";
+
 /// gRPC metadata key carrying a lease id: content and snapshots created under it are
 /// protected from garbage collection until the lease is deleted or expires.
 pub const LEASE_METADATA_KEY: &str = "berth-lease";

@@ -82,11 +82,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
         })
         .collect();
     match args.format.as_deref() {
-        Some("json") => {
-            for row in &rows {
-                println!("{}", serde_json::to_string(row).map_err(anyhow::Error::from)?);
-            }
-        }
+        Some("json") => crate::output::print_json_lines(&rows)?,
         None | Some("table") => {
             let cells: Vec<Vec<String>> = rows
                 .iter()

@@ -135,11 +135,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
     }
     let rows = rows(&response.images, args.no_trunc);
     match args.format.as_deref() {
-        Some("json") => {
-            for row in &rows {
-                println!("{}", serde_json::to_string(row).map_err(anyhow::Error::from)?);
-            }
-        }
+        Some("json") => crate::output::print_json_lines(&rows)?,
         None | Some("table") => {
             let mut header = vec!["REPOSITORY", "TAG"];
             if args.digests {

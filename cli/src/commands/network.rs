@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::Connection;
 use crate::exit::{Exit, GENERAL_FAILURE, Outcome};
-use crate::output::{Format, print_json, print_table, rfc3339};
+use crate::output::{Format, print_json, print_json_lines, print_table, rfc3339};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -210,7 +210,7 @@ async fn ls(args: LsArgs, connection: Connection) -> Outcome {
             .iter()
             .map(|n| json!({"ID": id(n), "Name": n.name, "Driver": n.driver, "Scope": n.scope, "Internal": n.internal, "Labels": n.labels}))
             .collect();
-        print_json(&rows)?;
+        print_json_lines(&rows)?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> =

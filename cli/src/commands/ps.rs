@@ -4,7 +4,7 @@ use berth_proto::containers::v1::{Container, ContainerStatus, ListContainersRequ
 
 use crate::client::Connection;
 use crate::exit::Outcome;
-use crate::output::{Format, ago, human_duration, print_json, print_table, since};
+use crate::output::{Format, ago, human_duration, print_json_lines, print_table, since};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,7 +85,7 @@ pub async fn run(args: Args, connection: Connection) -> Outcome {
                 })
             })
             .collect();
-        print_json(&rows)?;
+        print_json_lines(&rows)?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = containers

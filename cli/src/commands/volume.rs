@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::client::Connection;
 use crate::exit::{Exit, GENERAL_FAILURE, Outcome};
-use crate::output::{Format, human_size, print_json, print_table, rfc3339};
+use crate::output::{Format, human_size, print_json, print_json_lines, print_table, rfc3339};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -123,7 +123,7 @@ async fn ls(args: LsArgs, connection: Connection) -> Outcome {
         return Ok(());
     }
     if args.format == Format::Json {
-        print_json(&volumes.iter().map(volume_json).collect::<Vec<_>>())?;
+        print_json_lines(&volumes.iter().map(volume_json).collect::<Vec<_>>())?;
         return Ok(());
     }
     let rows: Vec<Vec<String>> = volumes.iter().map(|v| vec![v.driver.clone(), v.name.clone()]).collect();

@@ -168,6 +168,10 @@ pub struct Config {
     pub registry_host_mirrors: BTreeMap<String, Vec<String>>,
     /// Registries (host[:port] or CIDR) that may use plain HTTP or unverified TLS.
     pub insecure_registries: Vec<String>,
+    /// Attempts per blob download before a pull fails (Docker's `max-download-attempts`).
+    pub max_download_attempts: u32,
+    /// A registry connection that sends nothing for this long is given up (then retried).
+    pub registry_read_timeout_seconds: u64,
     pub default_runtime: String,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
     pub events: EventsConfig,
@@ -195,6 +199,8 @@ impl Default for Config {
             registry_mirrors: Vec::new(),
             registry_host_mirrors: BTreeMap::new(),
             insecure_registries: Vec::new(),
+            max_download_attempts: 3,
+            registry_read_timeout_seconds: 120,
             default_runtime: "runc".to_string(),
             runtimes,
             events: EventsConfig::default(),
@@ -243,6 +249,11 @@ impl Config {
                 "default-runtime {:?} is not defined under [runtimes]",
                 self.default_runtime
             )));
+        }
+        if self.max_download_attempts == 0 || self.registry_read_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "max-download-attempts and registry-read-timeout-seconds must be at least 1".into(),
+            ));
         }
         let bridge = &self.network.bridge;
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {

@@ -166,7 +166,11 @@ async fn commit_inner(
     let lease = images
         .create_lease(namespace::request(
             namespace,
-            CreateLeaseRequest { id: String::new(), ttl_seconds: 3600, labels: Default::default() },
+            CreateLeaseRequest {
+                id: String::new(),
+                ttl_seconds: 3600,
+                labels: [(berth_proto::EPHEMERAL_LEASE_LABEL.to_string(), "true".to_string())].into(),
+            },
         ))
         .await
         .map_err(upstream("images"))?

@@ -18,6 +18,7 @@ mod logs;
 mod names;
 mod network;
 mod networks_api;
+mod orphans;
 mod registry;
 mod runtimes;
 mod shims;
@@ -88,9 +89,24 @@ pub async fn register(ctx: &ServiceContext, routes: &mut tonic::service::RoutesB
     // Reconnecting needs the event service (shims publish to it) but not our own routes,
     // so it runs now; exits found here are recorded before the first request is served.
     let recovering = supervisor.clone();
+    let started = chrono::Utc::now();
     tokio::spawn(async move {
         if let Err(err) = recovering.recover().await {
             tracing::error!(error = %err, "recovering containers failed");
+        }
+        // The snapshot service may start serving just after us.
+        for attempt in 1..=10u64 {
+            match recovering.reclaim_orphan_snapshots(started).await {
+                Ok(0) => break,
+                Ok(removed) => {
+                    tracing::info!(snapshots = removed, "removed the rootfs of containers never fully created");
+                    break;
+                }
+                Err(err) if attempt == 10 => {
+                    tracing::error!(error = %err, "reclaiming orphaned rootfs snapshots failed")
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await,
+            }
         }
         // Exits found above have been recorded (and their networks torn down); what is
         // left over belongs to containers that died with no one to clean up after them.

@@ -218,12 +218,23 @@ pub fn random_name() -> String {
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, with an optional leading '/'.
 pub fn validate(name: &str) -> Result<String, crate::error::Error> {
     let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.len() > MAX_NAME_LEN {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "Invalid container name ({}…, {} characters): at most {MAX_NAME_LEN} are allowed",
+            bare.chars().take(32).collect::<String>(),
+            bare.chars().count()
+        )));
+    }
     let mut chars = bare.chars();
     let valid = bare.len() >= 2
         && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if valid { Ok(bare.to_string()) } else { Err(crate::error::Error::BadName(name.to_string())) }
 }
+
+/// Docker sets no limit, but names become host names in /etc/hosts on user networks,
+/// and DNS names end at 253 characters.
+pub const MAX_NAME_LEN: usize = 253;
 
 /// A new 64-hex container id.
 pub fn new_id() -> String {
@@ -242,6 +253,9 @@ mod tests {
         for bad in ["a", "-web", "we b", "ü1", "", "/"] {
             assert!(validate(bad).is_err(), "{bad}");
         }
+        assert!(validate(&"n".repeat(MAX_NAME_LEN)).is_ok());
+        let long = validate(&"n".repeat(100_000)).unwrap_err().to_string();
+        assert!(long.contains("100000 characters") && long.len() < 200, "{long}");
         let name = random_name();
         assert!(validate(&name).is_ok(), "{name}");
         let id = new_id();

@@ -79,6 +79,9 @@ pub fn is_running(status: i32) -> bool {
     status == ContainerStatus::Running as i32 || status == ContainerStatus::Paused as i32
 }
 
+/// Kill-then-remove rounds `rm -f` tries while other clients keep starting the container.
+const REMOVE_ATTEMPTS: usize = 5;
+
 impl Supervisor {
     pub fn entry(&self, namespace: &Namespace, container: &Container) -> Arc<Entry> {
         self.registry.entry(namespace, &container.id, &container.state.clone().unwrap_or_default())
@@ -104,7 +107,7 @@ impl Supervisor {
         self.paths.exec_root.join("runc").join(namespace.as_str())
     }
 
-    fn snapshots(&self) -> Result<SnapshotsClient<berth_common::client::BerthChannel>> {
+    pub(crate) fn snapshots(&self) -> Result<SnapshotsClient<berth_common::client::BerthChannel>> {
         let channel = self.ctx.channel(ServiceName::Snapshots).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
         Ok(SnapshotsClient::new(channel))
     }
@@ -565,30 +568,43 @@ impl Supervisor {
         volumes: bool,
     ) -> Result<()> {
         let mut container = self.store.resolve(namespace, reference)?;
-        if is_running(container.state.as_ref().map(|s| s.status).unwrap_or_default()) {
-            if !force {
-                return Err(Error::FailedPrecondition(format!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    container.id
-                )));
+        // A start racing with this removal can make the container run again between the
+        // kill and the lock; then it is killed again.
+        for _ in 0..REMOVE_ATTEMPTS {
+            if is_running(container.state.as_ref().map(|s| s.status).unwrap_or_default()) {
+                if !force {
+                    return Err(Error::FailedPrecondition(format!(
+                        "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                        container.id
+                    )));
+                }
+                self.kill_for_removal(namespace, &mut container).await?;
             }
-            self.mark_stopped_by_user(namespace, &mut container).await?;
-            if container.state.as_ref().is_some_and(|s| s.status == ContainerStatus::Paused as i32) {
-                let _ = self.resume(namespace, &container).await;
+            let entry = self.entry(namespace, &container);
+            let _guard = entry.lock.lock().await;
+            // --rm may have removed it while we waited.
+            let Some(fresh) = self.store.get(namespace, &container.id)? else { return Ok(()) };
+            if !is_running(fresh.state.as_ref().map(|s| s.status).unwrap_or_default()) {
+                return self.remove_locked_with(namespace, &fresh, volumes).await;
             }
-            self.signal(namespace, &container, libc::SIGKILL as u32, true).await?;
-            if !self.wait_stopped(namespace, &container, Duration::from_secs(30)).await {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {} did not stop after SIGKILL",
-                    container.id
-                )));
-            }
+            container = fresh;
         }
-        let entry = self.entry(namespace, &container);
-        let _guard = entry.lock.lock().await;
-        // --rm may have removed it while we waited.
-        let Some(container) = self.store.get(namespace, &container.id)? else { return Ok(()) };
-        self.remove_locked_with(namespace, &container, volumes).await
+        Err(Error::FailedPrecondition(format!(
+            "container {} kept being started while it was being removed; try again",
+            container.id
+        )))
+    }
+
+    async fn kill_for_removal(&self, namespace: &Namespace, container: &mut Container) -> Result<()> {
+        self.mark_stopped_by_user(namespace, container).await?;
+        if container.state.as_ref().is_some_and(|s| s.status == ContainerStatus::Paused as i32) {
+            let _ = self.resume(namespace, container).await;
+        }
+        self.signal(namespace, container, libc::SIGKILL as u32, true).await?;
+        if !self.wait_stopped(namespace, container, Duration::from_secs(30)).await {
+            return Err(Error::FailedPrecondition(format!("container {} did not stop after SIGKILL", container.id)));
+        }
+        Ok(())
     }
 
     /// Deletes everything a stopped container owns, and its anonymous volumes with

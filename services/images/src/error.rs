@@ -34,6 +34,8 @@ pub enum Error {
     Dependency(Status),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,6 +74,7 @@ impl From<Error> for Status {
             Error::Unsupported(_) => Status::unimplemented(err.to_string()),
             Error::Dependency(status) => status,
             Error::Internal(_) => Status::internal(err.to_string()),
+            Error::Cancelled(_) => Status::cancelled(err.to_string()),
         }
     }
 }

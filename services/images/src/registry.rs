@@ -86,8 +86,8 @@ pub fn is_insecure(config: &Config, host_port: &str) -> bool {
 /// `ClientProtocol::HttpsExcept` (an insecure registry is spoken to over HTTP rather
 /// than first trying HTTPS with unverified certificates; the distribution registry the
 /// tests use speaks HTTP).
-pub fn client(endpoints: &[Endpoint]) -> oci_client::Client {
-    client_with(endpoints, false)
+pub fn client(config: &Config, endpoints: &[Endpoint]) -> oci_client::Client {
+    client_with(config, endpoints, false)
 }
 
 /// The origin registry alone (push and login never go to a mirror).
@@ -96,7 +96,7 @@ pub fn origin(config: &Config, registry: &str) -> Endpoint {
 }
 
 /// Like [`client`]; `monolithic` uploads each blob in one PUT instead of chunked PATCHes.
-pub fn client_with(endpoints: &[Endpoint], monolithic: bool) -> oci_client::Client {
+pub fn client_with(config: &Config, endpoints: &[Endpoint], monolithic: bool) -> oci_client::Client {
     let mut plain: Vec<String> = endpoints.iter().filter(|e| e.plain_http).map(|e| e.host.clone()).collect();
     if plain.iter().any(|h| h == DOCKER_HUB) {
         plain.push("index.docker.io".into());
@@ -106,7 +106,7 @@ pub fn client_with(endpoints: &[Endpoint], monolithic: bool) -> oci_client::Clie
         // We resolve indexes ourselves (with variants and --platform).
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(15)),
-        read_timeout: Some(Duration::from_secs(120)),
+        read_timeout: Some(Duration::from_secs(config.registry_read_timeout_seconds)),
         user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
         use_monolithic_push: monolithic,
         ..Default::default()

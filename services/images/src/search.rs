@@ -119,7 +119,7 @@ async fn catalog_search(
     request: &SearchRequest,
 ) -> Result<Vec<SearchResult>> {
     let endpoint = registry::origin(config, registry_host);
-    let client = registry::client(std::slice::from_ref(&endpoint));
+    let client = registry::client(config, std::slice::from_ref(&endpoint));
     let auth = registry::credentials(request.auth.as_ref(), registry_host);
     let reference = oci_client::Reference::with_tag(registry_host.to_string(), "catalog".into(), "latest".into());
     let needle = term.to_lowercase();

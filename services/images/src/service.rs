@@ -352,12 +352,14 @@ impl Images for ImagesService {
         }
         let now = Utc::now();
         let ttl = if request.ttl_seconds > 0 { request.ttl_seconds } else { 24 * 3600 };
+        // Work that dies with the daemon (a commit) asks for its lease to go at restart.
+        let ephemeral = request.labels.get(berth_proto::EPHEMERAL_LEASE_LABEL).is_some_and(|v| v == "true");
         let lease = LeaseRecord {
             id: id.clone(),
             created_at: now,
             expires_at: now + chrono::Duration::seconds(ttl),
             labels: request.labels.into_iter().collect(),
-            ephemeral: false,
+            ephemeral,
             content: Default::default(),
             snapshots: Default::default(),
             ingests: Default::default(),

@@ -1,31 +1,32 @@
 //! Blob downloads into the content store, shared between pulls: the first pull that needs
 //! a blob starts its download; later pulls join it (same progress, same file). Readers can
 //! follow a download while it is written (that is how a layer is unpacked while it
-//! downloads).
+//! downloads). Each pull holds a [`Claim`] on the downloads it uses; when the last claim
+//! goes (every pull that wanted the blob failed or went away) the download is cancelled.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use oci_client::manifest::OciDescriptor;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::registry;
 use crate::state::State;
 
-/// Attempts per blob; transient registry errors resume where the last attempt stopped.
-const ATTEMPTS: u32 = 3;
-
 #[derive(Debug, Clone, Default)]
 pub struct DownloadState {
     pub started: bool,
     pub written: u64,
     pub verifying: bool,
-    /// `Some` once finished: the blob is committed (Ok) or the download failed.
-    pub outcome: Option<Result<(), String>>,
+    /// `Some` once finished: the blob is committed (Ok) or the download failed. The
+    /// failure is kept as a status (code and message) because every waiter gets a copy.
+    pub outcome: Option<Result<(), tonic::Status>>,
     /// True when the blob was already in the store (nothing was downloaded).
     pub present: bool,
 }
@@ -38,9 +39,37 @@ pub struct Download {
     pub ingest_path: PathBuf,
     pub blob_path: PathBuf,
     pub state: watch::Receiver<DownloadState>,
+    /// Claims of the pulls that want this blob; changed only under the downloads lock.
+    claims: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+}
+
+/// A pull's hold on a download; dropping the last one cancels the download.
+pub struct Claim {
+    state: Arc<State>,
+    download: Download,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let downloads = self.state.downloads.lock().unwrap_or_else(|p| p.into_inner());
+        if self.download.claims.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.download.cancel.cancel();
+        }
+        drop(downloads);
+    }
 }
 
 impl Download {
+    /// Whether the download was cancelled because no pull wants it any more.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn is(&self, other: &Download) -> bool {
+        Arc::ptr_eq(&self.claims, &other.claims)
+    }
+
     /// Waits until the download ends.
     pub async fn finished(&self) -> Result<()> {
         let mut state = self.state.clone();
@@ -52,7 +81,7 @@ impl Download {
             .clone();
         match outcome {
             Some(Ok(())) => Ok(()),
-            Some(Err(message)) => Err(Error::Registry(message)),
+            Some(Err(status)) => Err(Error::Dependency(status)),
             None => Err(Error::Internal("unreachable".into())),
         }
     }
@@ -95,8 +124,8 @@ impl FollowReader {
                     if state.present || matches!(state.outcome, Some(Ok(()))) { u64::MAX } else { state.written };
                 (available, state.outcome.clone())
             };
-            if let Some(Err(message)) = outcome {
-                return Err(Error::Registry(message));
+            if let Some(Err(status)) = outcome {
+                return Err(Error::Dependency(status));
             }
             if available > self.position {
                 let want = (available - self.position).min(max as u64) as usize;
@@ -126,36 +155,60 @@ impl FollowReader {
     }
 }
 
-/// The blob, downloaded (or joined, or found present). `semaphore` bounds concurrent
-/// downloads of one pull.
+/// The blob, downloaded (or joined, or found present), and this pull's claim on it.
+/// `semaphore` bounds concurrent downloads of one pull.
 pub fn start(
     state: &Arc<State>,
     client: &oci_client::Client,
     reference: &oci_client::Reference,
     descriptor: &OciDescriptor,
     semaphore: Arc<Semaphore>,
-) -> Result<Download> {
+) -> Result<(Download, Claim)> {
     let digest = Digest::parse(&descriptor.digest)?;
     let size = u64::try_from(descriptor.size).unwrap_or(0);
     let ingest_ref = format!("pull-{digest}");
     let blob_path = state.content.blob_path(&digest);
-    let mut downloads = state.downloads.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(existing) = downloads.get(digest.as_str()) {
-        return Ok(existing.clone());
-    }
     let ingest_path = state.content.ingest_data_path(&ingest_ref);
+    let claim = |download: &Download| {
+        download.claims.fetch_add(1, Ordering::SeqCst);
+        Claim { state: state.clone(), download: download.clone() }
+    };
+    let mut downloads = state.downloads.lock().unwrap_or_else(|p| p.into_inner());
+    // A cancelled download is still cleaning up its ingest: the new one starts after it.
+    let mut predecessor = None;
+    if let Some(existing) = downloads.get(digest.as_str()) {
+        if !existing.cancelled() {
+            let claim = claim(existing);
+            return Ok((existing.clone(), claim));
+        }
+        predecessor = Some(existing.clone());
+    }
+    let fresh = |outcome| {
+        let (tx, rx) = watch::channel(outcome);
+        let download = Download {
+            digest: digest.clone(),
+            size,
+            ingest_path: ingest_path.clone(),
+            blob_path: blob_path.clone(),
+            state: rx,
+            claims: Arc::default(),
+            cancel: CancellationToken::new(),
+        };
+        (tx, download)
+    };
     if state.content.exists(&digest) {
-        let (_tx, rx) = watch::channel(DownloadState {
+        let (_tx, download) = fresh(DownloadState {
             started: true,
             written: size,
             present: true,
             outcome: Some(Ok(())),
             ..Default::default()
         });
-        return Ok(Download { digest, size, ingest_path, blob_path, state: rx });
+        let claim = claim(&download);
+        return Ok((download, claim));
     }
-    let (tx, rx) = watch::channel(DownloadState::default());
-    let download = Download { digest: digest.clone(), size, ingest_path, blob_path, state: rx };
+    let (tx, download) = fresh(DownloadState::default());
+    let claim = claim(&download);
     downloads.insert(digest.to_string(), download.clone());
     drop(downloads);
 
@@ -163,23 +216,38 @@ pub fn start(
     let client = client.clone();
     let reference = reference.clone();
     let descriptor = descriptor.clone();
+    let this = download.clone();
     tokio::spawn(async move {
-        let result = match semaphore.acquire_owned().await {
-            Ok(_permit) => run(&state, &client, &reference, &descriptor, &digest, &ingest_ref, &tx).await,
-            Err(_) => Err(Error::Internal("download slots closed".into())),
+        if let Some(previous) = predecessor {
+            let _ = previous.finished().await;
+        }
+        let work = async {
+            match semaphore.acquire_owned().await {
+                Ok(_permit) => run(&state, &client, &reference, &descriptor, &digest, &ingest_ref, &tx).await,
+                Err(_) => Err(Error::Internal("download slots closed".into())),
+            }
+        };
+        // Cancelling drops the writer: the partial ingest is then the garbage collector's.
+        let result = tokio::select! {
+            result = work => result,
+            _ = this.cancel.cancelled() => Err(Error::Cancelled(format!("the download of {digest} was cancelled: no pull needs it any more"))),
         };
         if let Err(err) = &result {
             tracing::warn!(digest = %digest, error = %err, "download failed");
         }
         // Leave the map before announcing the outcome, so a pull that starts after a
         // failure tries again instead of joining the failed download.
-        state.downloads.lock().unwrap_or_else(|p| p.into_inner()).remove(digest.as_str());
+        let mut downloads = state.downloads.lock().unwrap_or_else(|p| p.into_inner());
+        if downloads.get(digest.as_str()).is_some_and(|listed| listed.is(&this)) {
+            downloads.remove(digest.as_str());
+        }
+        drop(downloads);
         tx.send_modify(|s| {
             s.started = true;
-            s.outcome = Some(result.map_err(|e| e.to_string()));
+            s.outcome = Some(result.map_err(tonic::Status::from));
         });
     });
-    Ok(download)
+    Ok((download, claim))
 }
 
 async fn run(
@@ -201,6 +269,8 @@ async fn run(
         s.written = writer.offset();
     });
     let what = format!("layer {digest}");
+    // Transient registry errors resume where the last attempt stopped.
+    let attempts = state.ctx.config.max_download_attempts;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -211,9 +281,12 @@ async fn run(
                 let _ = writer.truncate(0).await;
                 return Err(err);
             }
-            Err(err) if attempt < ATTEMPTS && matches!(err, Error::Registry(_)) => {
+            Err(err) if attempt < attempts && matches!(err, Error::Registry(_)) => {
                 tracing::info!(%digest, attempt, error = %err, "retrying the download");
                 tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+            Err(Error::Registry(message)) if attempts > 1 => {
+                return Err(Error::Registry(format!("{message} (gave up after {attempt} attempts)")));
             }
             Err(err) => return Err(err),
         }

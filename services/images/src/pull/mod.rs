@@ -33,7 +33,7 @@ const CONCURRENT_DOWNLOADS: usize = 3;
 pub type ProgressSender = mpsc::Sender<Result<PullProgress, tonic::Status>>;
 
 async fn send(progress: &ProgressSender, event: pull_progress::Event) {
-    // A client that went away does not stop the pull: another pull may share it.
+    // A client that went away is noticed by `pull`, which cancels the work.
     let _ = progress.send(Ok(PullProgress { event: Some(event) })).await;
 }
 
@@ -58,14 +58,30 @@ pub async fn pull(
         })
     });
     let lease = state.create_ephemeral_lease(&namespace, "pull").await?;
-    let result = Pull { state: state.clone(), namespace: namespace.clone(), lease: lease.clone(), progress }
-        .run(&reference, wanted, &request)
-        .await;
+    let client_gone = progress.clone();
+    let pull = Pull {
+        state: state.clone(),
+        namespace: namespace.clone(),
+        lease: lease.clone(),
+        progress,
+        started: Default::default(),
+    };
+    // A client that goes away cancels its pull (downloads another pull shares go on).
+    let result = tokio::select! {
+        biased;
+        result = pull.run(&reference, wanted, &request) => result,
+        _ = client_gone.closed() => Err(Error::Cancelled(format!("the pull of {} was cancelled", reference.name()))),
+    };
     // The image record (written on success) now protects what the lease did.
     let _ = state.db.delete_lease(&namespace, &lease);
     let _ = state.db.flush().await;
     if result.is_err() {
-        // A failed pull leaves nothing behind: what it fetched or unpacked goes now.
+        // Downloads this pull was the last to want are being cancelled; once they have
+        // let go of their files, nothing of the failed pull may stay.
+        let started = std::mem::take(&mut *pull.started.lock().unwrap_or_else(|p| p.into_inner()));
+        for download in started.iter().filter(|d| d.cancelled()) {
+            let _ = download.finished().await;
+        }
         if let Err(err) = state.collect_garbage().await {
             tracing::warn!(error = %err, "cleaning up after a failed pull");
         }
@@ -78,6 +94,8 @@ struct Pull {
     namespace: Namespace,
     lease: String,
     progress: ProgressSender,
+    /// Every layer download this pull started or joined.
+    started: std::sync::Mutex<Vec<download::Download>>,
 }
 
 /// What the registry answered for the reference.
@@ -169,23 +187,20 @@ impl Pull {
             return self.state.content.read_small(&digest).await;
         }
         let what = format!("{} {digest}", if is_manifest { "manifest" } else { "config" });
-        let raw = if is_manifest {
-            let (raw, _) = client
-                .pull_manifest_raw(
-                    &reference.clone_with_digest(digest.to_string()),
-                    &RegistryAuth::Anonymous,
-                    manifest::ACCEPTED,
-                )
-                .await
-                .map_err(|e| registry::error(&what, e))?;
-            raw.to_vec()
-        } else {
-            let mut raw = Vec::new();
-            client
-                .pull_blob(reference, &oci_descriptor(descriptor), &mut raw)
-                .await
-                .map_err(|e| registry::error(&what, e))?;
-            raw
+        let attempts = self.state.ctx.config.max_download_attempts;
+        let mut attempt = 0;
+        let raw = loop {
+            attempt += 1;
+            match fetch_small(client, reference, descriptor, is_manifest, &what).await {
+                Ok(raw) => break raw,
+                Err(Error::Registry(_)) if attempt < attempts => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;
+                }
+                Err(Error::Registry(message)) if attempts > 1 => {
+                    return Err(Error::Registry(format!("{message} (gave up after {attempt} attempts)")));
+                }
+                Err(err) => return Err(err),
+            }
         };
         self.state.content.write_blob(&raw, Some(&digest)).await?;
         Ok(raw)
@@ -194,7 +209,7 @@ impl Pull {
     async fn run(&self, reference: &ImageRef, wanted: Option<PlatformRecord>, request: &PullRequest) -> Result<()> {
         let state = &self.state;
         let endpoints = registry::endpoints(&state.ctx.config, &reference.registry);
-        let client = registry::client(&endpoints);
+        let client = registry::client(&state.ctx.config, &endpoints);
         let auth = registry::credentials(request.auth.as_ref(), &reference.registry);
         let name = reference.name();
 
@@ -249,12 +264,15 @@ impl Pull {
         let layer_digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         self.protect(&layer_digests, &[])?;
         let semaphore = Arc::new(Semaphore::new(CONCURRENT_DOWNLOADS));
-        let downloads = layers
+        let (downloads, _claims): (Vec<_>, Vec<_>) = layers
             .iter()
             .map(|layer| {
                 download::start(state, &client, &resolution.reference, &oci_descriptor(layer), semaphore.clone())
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).extend(downloads.iter().cloned());
         let unpack_states: Vec<watch::Sender<UnpackState>> =
             layers.iter().map(|_| watch::channel(UnpackState::default()).0).collect();
         let reporters: Vec<_> = downloads
@@ -383,5 +401,33 @@ impl Pull {
             download.finished().await?;
         }
         Ok((config_descriptor.digest.clone(), did_work))
+    }
+}
+
+/// One attempt at a manifest or config blob.
+async fn fetch_small(
+    client: &oci_client::Client,
+    reference: &oci_client::Reference,
+    descriptor: &DescriptorJson,
+    is_manifest: bool,
+    what: &str,
+) -> Result<Vec<u8>> {
+    if is_manifest {
+        let (raw, _) = client
+            .pull_manifest_raw(
+                &reference.clone_with_digest(descriptor.digest.clone()),
+                &RegistryAuth::Anonymous,
+                manifest::ACCEPTED,
+            )
+            .await
+            .map_err(|e| registry::error(what, e))?;
+        Ok(raw.to_vec())
+    } else {
+        let mut raw = Vec::new();
+        client
+            .pull_blob(reference, &oci_descriptor(descriptor), &mut raw)
+            .await
+            .map_err(|e| registry::error(what, e))?;
+        Ok(raw)
     }
 }

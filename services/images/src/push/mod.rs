@@ -109,8 +109,8 @@ pub async fn push(
         })
     });
     let endpoint = registry::origin(&state.ctx.config, &reference.registry);
-    let client = registry::client_with(std::slice::from_ref(&endpoint), true);
-    let chunked_client = registry::client_with(std::slice::from_ref(&endpoint), false);
+    let client = registry::client_with(&state.ctx.config, std::slice::from_ref(&endpoint), true);
+    let chunked_client = registry::client_with(&state.ctx.config, std::slice::from_ref(&endpoint), false);
     let auth = registry::credentials(request.auth.as_ref(), &reference.registry);
     let oci_reference = reference.to_oci(&reference.registry);
     for c in [&client, &chunked_client] {

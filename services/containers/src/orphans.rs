@@ -1,0 +1,63 @@
+//! Rootfs snapshots that no container record owns: what a daemon killed between preparing
+//! a container's snapshot and storing its record leaves behind. Found at start by the
+//! snapshot label every container rootfs carries, and removed.
+
+use std::collections::BTreeSet;
+
+use berth_common::{Namespace, namespace};
+use berth_proto::snapshots::v1::{Kind, ListSnapshotsRequest, RemoveSnapshotRequest};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::create::SNAPSHOT_CONTAINER_LABEL;
+use crate::error::{Error, Result};
+use crate::supervisor::Supervisor;
+
+impl Supervisor {
+    /// Removes container rootfs snapshots created before `started` whose container does
+    /// not exist. Snapshots made after `started` may belong to a create still in flight.
+    /// Namespaces are those of the stored containers plus the default one.
+    pub async fn reclaim_orphan_snapshots(&self, started: DateTime<Utc>) -> Result<usize> {
+        let records = self.store.list_all()?;
+        let owned: BTreeSet<(String, String)> =
+            records.iter().map(|(ns, c)| (ns.as_str().to_string(), c.snapshot_key.clone())).collect();
+        let mut namespaces: BTreeSet<Namespace> = records.into_iter().map(|(ns, _)| ns).collect();
+        namespaces.insert(Namespace::default_namespace());
+
+        let mut removed = 0;
+        for ns in namespaces {
+            let list = ListSnapshotsRequest { filters: vec!["kind==active".to_string()] };
+            let mut stream = self
+                .snapshots()?
+                .list(namespace::request(&ns, list))
+                .await
+                .map_err(|s| Error::Upstream(berth_common::error::from_dependency("snapshots", s)))?
+                .into_inner();
+            let mut orphans = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|s| Error::Upstream(berth_common::error::from_dependency("snapshots", s)))?;
+                for info in batch.info {
+                    let created = berth_common::time::from_optional(info.created_at.as_ref());
+                    let labelled = info.labels.contains_key(SNAPSHOT_CONTAINER_LABEL);
+                    if labelled
+                        && info.kind == Kind::Active as i32
+                        && created.is_some_and(|c| c < started)
+                        && !owned.contains(&(ns.as_str().to_string(), info.name.clone()))
+                    {
+                        orphans.push(info.name);
+                    }
+                }
+            }
+            for key in orphans {
+                let request = namespace::request(&ns, RemoveSnapshotRequest { key: key.clone() });
+                match self.snapshots()?.remove(request).await {
+                    Ok(_) => removed += 1,
+                    Err(status) => {
+                        tracing::warn!(snapshot = %key, error = %status.message(), "removing an orphaned rootfs")
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
