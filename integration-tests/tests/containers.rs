@@ -289,5 +289,7 @@ fn containers_survive_a_killed_daemon_and_exits_are_collected() {
     let mut args = vec!["rm", "-f"];
     args.extend(all.iter().map(String::as_str));
     daemon.berth(&args).success();
-    assert!(daemon.leftover_mounts().is_empty(), "{:?}", daemon.leftover_mounts());
+    // No mount, shim, container process, bundle or network state outlives them.
+    let left = berth_integration_tests::inventory::leftovers(&daemon, &[]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
