@@ -151,6 +151,25 @@ mod tests {
         assert!(records.iter().all(|r| r.stream == Stream::Stderr && r.time == t()));
     }
 
+    /// The `crilog` fuzz target's checks over its corpus (seeds and inputs it found).
+    mod fuzz_corpus {
+        use super::super::*;
+
+        include!("../../../fuzz/checks/crilog.rs");
+
+        #[test]
+        fn corpus_holds() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/crilog");
+            let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            assert!(!files.is_empty(), "no corpus in {}", dir.display());
+            for file in files {
+                eprintln!("{}", file.display());
+                check(&std::fs::read(&file).unwrap());
+            }
+        }
+    }
+
     #[test]
     fn parse_rejects_garbage() {
         assert!(parse(b"").is_err());

@@ -16,7 +16,7 @@ mod manifest;
 mod platform;
 mod pull;
 mod push;
-mod reference;
+pub mod reference;
 mod registry;
 mod resolve;
 mod search;

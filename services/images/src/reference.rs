@@ -21,14 +21,13 @@ pub struct ImageRef {
 impl ImageRef {
     pub fn parse(text: &str) -> Result<ImageRef> {
         let text = text.trim();
-        if text.chars().any(|c| c.is_ascii_uppercase()) && !text.contains('@') {
-            // Docker's message for "Busybox": repository names must be lowercase.
-            let (name, _) = text.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((text, ""));
-            if name.chars().any(|c| c.is_ascii_uppercase()) {
-                return Err(Error::InvalidArgument(format!(
-                    "invalid reference format: repository name ({text}) must be lowercase"
-                )));
-            }
+        // Docker's message for "Busybox": the repository path must be lowercase (a registry
+        // host may have capitals). Checked with a digest too: "Foo/bar@sha256:..." would
+        // otherwise be stored as "docker.io/Foo/bar@...", a name that does not parse again.
+        if repository_path(text).chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid reference format: repository name ({text}) must be lowercase"
+            )));
         }
         let parsed: Reference =
             text.parse().map_err(|e| Error::InvalidArgument(format!("invalid reference format {text:?}: {e}")))?;
@@ -68,6 +67,17 @@ impl ImageRef {
             ),
         }
     }
+}
+
+/// The repository path of a reference as typed: after the registry host, if the first
+/// component is one (it has a '.' or ':' or is "localhost", the rule Docker and
+/// `oci_spec` split by), and before any tag or digest.
+fn repository_path(text: &str) -> &str {
+    let rest = match text.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => text,
+    };
+    rest.split([':', '@']).next().unwrap_or(rest)
 }
 
 /// The short form Docker shows for a full name: "busybox" for
@@ -121,6 +131,43 @@ mod tests {
         for bad in ["", "Busybox", "busybox:", "a b", "busybox@sha256:abc", "UPPER/case:tag", "-x"] {
             let err = ImageRef::parse(bad).unwrap_err();
             assert!(err.to_string().contains("invalid reference format"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn uppercase_is_refused_in_the_repository_only() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        // Found by the image_ref fuzz target: these parsed, but their stored name
+        // ("docker.io/Foo/bar@...") or repository ("quay.ioPorg/imag") did not parse again.
+        for bad in [format!("Foo/bar@{digest}"), format!("localhost/Foo@{digest}"), format!("LOCALHOST/x@{digest}")] {
+            let err = ImageRef::parse(&bad).unwrap_err();
+            assert!(err.to_string().contains("must be lowercase"), "{bad}: {err}");
+        }
+        let image = ImageRef::parse(&format!("quay.ioPorg/imag@{digest}")).unwrap();
+        assert_eq!((image.registry.as_str(), image.repository.as_str()), ("quay.ioPorg", "imag"));
+        assert_eq!(name(&image.repository_name()), "quay.ioPorg/imag:latest");
+        // As in Docker, the registry host keeps its capitals, with a tag as with a digest.
+        assert_eq!(name("Quay.io/org/img:V1"), "Quay.io/org/img:V1");
+        assert_eq!(name("Localhost:5000/app"), "Localhost:5000/app:latest");
+        assert_eq!(name("busybox:Latest"), "docker.io/library/busybox:Latest");
+    }
+
+    /// The `image_ref` fuzz target's checks over its corpus (seeds and inputs it found).
+    mod fuzz_corpus {
+        use super::super::*;
+
+        include!("../../../fuzz/checks/image_ref.rs");
+
+        #[test]
+        fn corpus_holds() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image_ref");
+            let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            assert!(!files.is_empty(), "no corpus in {}", dir.display());
+            for file in files {
+                eprintln!("{}", file.display());
+                check(&std::fs::read(&file).unwrap());
+            }
         }
     }
 

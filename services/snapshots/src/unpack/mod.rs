@@ -338,3 +338,27 @@ fn split(path: &[OsString]) -> (&OsStr, &[OsString]) {
         None => (OsStr::new("."), &[]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The `layer_tar` fuzz target's checks over its corpus (seeds and inputs it found).
+    mod fuzz_corpus {
+        use crate::fsutil::open_dir_path;
+        use crate::tree::{Layout, Tree};
+        use crate::unpack::Unpacker;
+
+        include!("../../../../fuzz/checks/layer_tar.rs");
+
+        #[test]
+        fn corpus_holds() {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/layer_tar");
+            let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            assert!(!files.is_empty(), "no corpus in {}", dir.display());
+            for file in files {
+                eprintln!("{}", file.display());
+                check(&std::fs::read(&file).unwrap());
+            }
+        }
+    }
+}
