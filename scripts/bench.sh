@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift;; --pull-runs) PULL_RUNS=$2; shift;; --mem-n) MEMN=$2; shift;;
     --ps-n) PSN=$2; shift;; --clients) CLIENTS=$2; shift;; --per-client) PER_CLIENT=$2; shift;;
     --out) OUT_ROOT=$2; shift;;
-    -h|--help) sed -n 2,27p "$0"; exit 0;;
+    -h|--help) sed -n 2,26p "$0"; exit 0;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2;;
   esac; shift
 done
