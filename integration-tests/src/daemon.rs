@@ -192,6 +192,13 @@ impl Daemon {
         }
     }
 
+    /// `berth inspect NAME`: the one object of Docker's JSON array.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.berth(&["inspect", name]).success();
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
+        list[0].clone()
+    }
+
     /// SIGKILLs the daemon (not its shims or containers).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

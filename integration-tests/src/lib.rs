@@ -16,6 +16,7 @@ pub use daemon::{Daemon, DaemonOptions, Output};
 pub use registry::Registry;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Directory holding the built binaries (berthd, berth, berth-shim): `BERTH_BIN_DIR`, or
 /// the cargo target directory this test binary lives in.
@@ -48,4 +49,31 @@ macro_rules! require_root {
             return;
         }
     };
+}
+
+/// A registry with the image `push` builds (a fixture from [`fixtures`]) as `repo_tag`,
+/// and a daemon that has pulled it. Returns the image reference; keep the registry alive
+/// for the whole test.
+pub fn daemon_with_image(push: fn(&str, &str), repo_tag: &str) -> (Registry, Daemon, String) {
+    let registry = Registry::start();
+    push(&registry.address, repo_tag);
+    let daemon = Daemon::start();
+    let image = format!("{}/{repo_tag}", registry.address);
+    daemon.berth(&["pull", "-q", &image]).success();
+    (registry, daemon, image)
+}
+
+/// [`daemon_with_image`] with the busybox fixture.
+pub fn daemon_with_busybox() -> (Registry, Daemon, String) {
+    daemon_with_image(fixtures::push_busybox, "busybox:latest")
+}
+
+/// Polls `check` until it holds, panicking after `timeout` with `what`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

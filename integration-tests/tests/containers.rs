@@ -3,30 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, Registry, require_root, wait_until};
 
-/// A daemon with the busybox fixture pulled; the registry must outlive the test.
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_busybox(&registry.address, "busybox:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/busybox:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
-}
-
-fn inspect(daemon: &Daemon, name: &str) -> serde_json::Value {
-    let out = daemon.berth(&["inspect", name]).success();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
-    list[0].clone()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    berth_integration_tests::daemon_with_busybox()
 }
 
 #[test]
@@ -40,7 +20,7 @@ fn run_prints_output_and_passes_exit_codes() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert_eq!(out.stdout, "out\n");
     assert_eq!(out.stderr, "err\n");
-    assert_eq!(inspect(&daemon, "three")["State"]["ExitCode"], 3);
+    assert_eq!(daemon.inspect("three")["State"]["ExitCode"], 3);
 
     let out = daemon.berth(&["run", "--rm", &image, "no-such-command"]);
     assert_eq!(out.code, 127, "{}", out.stderr);
@@ -115,7 +95,7 @@ fn detached_logs_stop_and_forced_removal() {
     daemon.berth(&["stop", "-t", "1", "ticker"]).success();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "stop took {took:?}");
-    let state = inspect(&daemon, "ticker")["State"].clone();
+    let state = daemon.inspect("ticker")["State"].clone();
     assert_eq!(state["Status"], "exited");
     assert_eq!(state["ExitCode"], 137);
     let output = follower.wait_with_output().unwrap();
@@ -137,7 +117,7 @@ fn detached_logs_stop_and_forced_removal() {
     let started = Instant::now();
     daemon.berth(&["stop", "polite"]).success();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(inspect(&daemon, "polite")["State"]["ExitCode"], 0);
+    assert_eq!(daemon.inspect("polite")["State"]["ExitCode"], 0);
 
     // rm refuses a running container; rm -f kills it and leaves no mount behind.
     daemon.berth(&["run", "-d", "--name", "busy", &image, "sleep", "1000"]).success();
@@ -160,7 +140,7 @@ fn names_filters_inspect_exec_top_pause() {
     assert_eq!(out.code, 125);
     assert!(out.stderr.contains("is already in use"), "{}", out.stderr);
 
-    let json = inspect(&daemon, "web");
+    let json = daemon.inspect("web");
     assert_eq!(json["Name"], "/web");
     assert_eq!(json["State"]["Running"], true);
     assert!(json["State"]["Pid"].as_u64().unwrap() > 0);
@@ -168,7 +148,7 @@ fn names_filters_inspect_exec_top_pause() {
     assert!(json["LogPath"].as_str().unwrap().ends_with(".log"));
     // Addressable by id prefix as well as by name.
     let id = json["Id"].as_str().unwrap().to_string();
-    assert_eq!(inspect(&daemon, &id[..6])["Name"], "/web");
+    assert_eq!(daemon.inspect(&id[..6])["Name"], "/web");
 
     let out = daemon.berth(&["exec", "web", "hostname"]).success();
     assert_eq!(out.stdout, "webhost\n");
@@ -206,11 +186,11 @@ fn restart_policy_and_memory_limit() {
         .berth(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", &image, "sh", "-c", "exit 1"])
         .success();
     wait_until("two restarts", Duration::from_secs(20), || {
-        let state = inspect(&daemon, "flaky");
+        let state = daemon.inspect("flaky");
         state["RestartCount"] == 2 && state["State"]["Status"] == "exited"
     });
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(inspect(&daemon, "flaky")["RestartCount"], 2, "no third restart");
+    assert_eq!(daemon.inspect("flaky")["RestartCount"], 2, "no third restart");
 
     // Limits reach the container's cgroup (v1 paths: this host is cgroup v1 + hybrid v2).
     let out = daemon.berth(&[
@@ -238,7 +218,7 @@ fn restart_policy_and_memory_limit() {
 
     let out = daemon.berth(&["run", "--name", "hog", "-m", "32m", &image, "sh", "-c", "tail /dev/zero"]);
     assert_eq!(out.code, 137, "{}", out.stderr);
-    let state = inspect(&daemon, "hog")["State"].clone();
+    let state = daemon.inspect("hog")["State"].clone();
     assert_eq!(state["OOMKilled"], true);
     let events =
         daemon.berth(&["events", "--since", "seq:0", "--until", "0s", "--filter", "event=oom"]).success().stdout;
@@ -267,11 +247,10 @@ fn containers_survive_a_killed_daemon_and_exits_are_collected() {
     std::thread::sleep(Duration::from_secs(4));
     daemon.start_again();
     wait_until("exits collected", Duration::from_secs(20), || {
-        inspect(&daemon, "exit4")["State"]["Status"] == "exited"
-            && inspect(&daemon, "exit5")["State"]["Status"] == "exited"
+        daemon.inspect("exit4")["State"]["Status"] == "exited" && daemon.inspect("exit5")["State"]["Status"] == "exited"
     });
-    assert_eq!(inspect(&daemon, "exit4")["State"]["ExitCode"], 4);
-    assert_eq!(inspect(&daemon, "exit5")["State"]["ExitCode"], 5);
+    assert_eq!(daemon.inspect("exit4")["State"]["ExitCode"], 4);
+    assert_eq!(daemon.inspect("exit5")["State"]["ExitCode"], 5);
     // The shims published both exits, spooled while the bus was down.
     let since = format!("seq:{last_seq}");
     let mut dies = String::new();
@@ -284,7 +263,7 @@ fn containers_survive_a_killed_daemon_and_exits_are_collected() {
     assert_eq!(running.lines().count(), 18, "{running}");
     // The reconnected containers are still managed: stop works on them.
     daemon.berth(&["stop", "-t", "0", "long0"]).success();
-    assert_eq!(inspect(&daemon, "long0")["State"]["ExitCode"], 137);
+    assert_eq!(daemon.inspect("long0")["State"]["ExitCode"], 137);
     let all: Vec<String> = daemon.berth(&["ps", "-aq"]).success().stdout.lines().map(str::to_string).collect();
     let mut args = vec!["rm", "-f"];
     args.extend(all.iter().map(String::as_str));

@@ -5,29 +5,10 @@
 use std::time::{Duration, Instant};
 
 use berth_integration_tests::inventory::{active_snapshots, blobs, ingests, leftovers, shims};
-use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, Registry, fixtures, require_root, wait_until};
 
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_busybox(&registry.address, "busybox:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/busybox:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
-}
-
-fn inspect(daemon: &Daemon, name: &str) -> serde_json::Value {
-    let out = daemon.berth(&["inspect", name]).success();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
-    list[0].clone()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    berth_integration_tests::daemon_with_busybox()
 }
 
 fn remove_all(daemon: &Daemon) {
@@ -57,16 +38,16 @@ fn a_killed_shim_is_reported_and_its_name_can_be_used_again() {
     require_root!();
     let (_registry, daemon, image) = setup();
     daemon.berth(&["run", "-d", "--name", "victim", "--network", "none", &image, "sleep", "1000"]).success();
-    let pid = inspect(&daemon, "victim")["State"]["Pid"].as_i64().expect("a running container has a pid");
+    let pid = daemon.inspect("victim")["State"]["Pid"].as_i64().expect("a running container has a pid");
     let shim_pids = shims(&daemon);
     assert_eq!(shim_pids.len(), 1, "one shim per container: {shim_pids:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pids[0]), nix::sys::signal::Signal::SIGKILL)
         .expect("killing the shim");
 
     wait_until("the container to be reported exited", Duration::from_secs(20), || {
-        inspect(&daemon, "victim")["State"]["Status"] == "exited"
+        daemon.inspect("victim")["State"]["Status"] == "exited"
     });
-    let state = inspect(&daemon, "victim")["State"].clone();
+    let state = daemon.inspect("victim")["State"].clone();
     let error = state["Error"].as_str().unwrap_or_default();
     assert!(error.contains("shim died"), "the reason must say what happened: {state}");
     assert_eq!(state["Running"], false);
@@ -106,7 +87,7 @@ fn kill_during_run(daemon: &mut Daemon, image: &str, name: &str, delay: Duration
         }
         Some(line) => {
             let row: serde_json::Value = serde_json::from_str(line).expect("ps JSON");
-            let state = inspect(daemon, name)["State"].clone();
+            let state = daemon.inspect(name)["State"].clone();
             let running = state["Running"] == true;
             assert_eq!(running, !shims(daemon).is_empty(), "state {state} vs shims {:?}; ps {row}", shims(daemon));
             if running {
@@ -122,8 +103,9 @@ fn kill_during_run(daemon: &mut Daemon, image: &str, name: &str, delay: Duration
 fn berthd_killed_during_run_leaves_a_consistent_state() {
     require_root!();
     let (_registry, mut daemon, image) = setup();
-    // Early (create), middle (shim start) and late (after start): a spread of crash points.
-    for (i, millis) in [30u64, 120, 250, 600].into_iter().enumerate() {
+    // From early (create) through the middle (shim start) to late (after the start is
+    // recorded): a spread of crash points.
+    for (i, millis) in [20u64, 60, 100, 150, 200, 300, 450, 700].into_iter().enumerate() {
         kill_during_run(&mut daemon, &image, &format!("crash{i}"), Duration::from_millis(millis));
     }
     // The engine still works normally.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration_tests::faulty::{Fault, FaultyProxy};
 use berth_integration_tests::inventory::{active_snapshots, blobs, ingests, snapshots};
-use berth_integration_tests::{Daemon, DaemonOptions, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, DaemonOptions, Registry, fixtures, require_root, wait_until};
 
 /// A child process killed and reaped however the test ends.
 struct Reaped(std::process::Child);
@@ -21,14 +21,6 @@ impl Drop for Reaped {
 
 fn daemon_with(config: &str) -> Daemon {
     Daemon::start_with(DaemonOptions { config: config.to_string(), ..Default::default() })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Nothing of a failed pull stays: no image, no unfinished ingest, no blob, no snapshot.

@@ -7,18 +7,13 @@ use std::time::Duration;
 
 use berth_common::Address;
 use berth_integration_tests::inventory::{active_snapshots, blobs, files_below, ingests};
-use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, Registry, require_root};
 use berth_proto::containers::v1::CreateContainerRequest;
 use berth_proto::containers::v1::containers_client::ContainersClient;
 use tonic::Code;
 
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_busybox(&registry.address, "busybox:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/busybox:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
+    berth_integration_tests::daemon_with_busybox()
 }
 
 /// What a client can see of the daemon's state; hostile requests must not change it.

@@ -3,10 +3,11 @@
 //! streamed unpacking of a whiteout image into the snapshot service, platform selection
 //! from a multi-arch index, digest verification, crash recovery, tag / rmi / prune.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_common::Address;
+use berth_integration_tests::inventory::{blobs, files_below, ingests};
 use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
 use berth_proto::images::v1::InspectImageRequest;
 use berth_proto::images::v1::images_client::ImagesClient;
@@ -31,28 +32,6 @@ async fn committed_snapshots(daemon: &Daemon) -> Vec<String> {
         names.extend(batch.unwrap().info.into_iter().filter(|i| i.kind == Kind::Committed as i32).map(|i| i.name));
     }
     names
-}
-
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_below(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn blobs(daemon: &Daemon) -> Vec<PathBuf> {
-    files_below(&daemon.root.join("content/blobs"))
-}
-
-fn ingests(daemon: &Daemon) -> Vec<PathBuf> {
-    files_below(&daemon.root.join("content/ingest"))
 }
 
 struct Unmount(PathBuf);

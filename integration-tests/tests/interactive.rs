@@ -6,15 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use berth_integration_tests::terminal::Terminal;
-use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, Registry, require_root};
 
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_busybox(&registry.address, "busybox:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/busybox:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
+    berth_integration_tests::daemon_with_busybox()
 }
 
 fn berth_command(daemon: &Daemon, args: &[&str]) -> Command {

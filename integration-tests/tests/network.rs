@@ -4,32 +4,12 @@
 //! (the harness's network slot); traffic stays on loopback and in the test's namespaces.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
+use berth_integration_tests::{Daemon, Registry, fixtures, require_root, wait_until};
 
-/// A daemon with the web server fixture pulled; the registry must outlive the test.
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_webserver(&registry.address, "web:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/web:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
-}
-
-fn inspect(daemon: &Daemon, name: &str) -> serde_json::Value {
-    let out = daemon.berth(&["inspect", name]).success();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
-    list[0].clone()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    berth_integration_tests::daemon_with_image(fixtures::push_webserver, "web:latest")
 }
 
 /// A port nothing listens on right now.
@@ -73,7 +53,7 @@ fn published_ports_answer_on_loopback() {
         assert!(live.iter().any(|l| l.starts_with(kind)), "no {kind} seen in {live:#?}");
     }
 
-    let web = inspect(&daemon, "web");
+    let web = daemon.inspect("web");
     let endpoint = &web["NetworkSettings"]["Networks"]["bridge"];
     let subnet_prefix = daemon.net.default_subnet().rsplit_once('.').unwrap().0.to_string();
     let address = endpoint["IPAddress"].as_str().unwrap();
@@ -119,7 +99,7 @@ fn user_networks_resolve_containers_by_name() {
 
     daemon.berth(&["run", "-d", "--name", "web", "--network", "front", "--network-alias", "www", &image]).success();
     wait_until("web to get an address", Duration::from_secs(10), || {
-        inspect(&daemon, "web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+        daemon.inspect("web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
             .as_str()
             .is_some_and(|a| !a.is_empty())
     });
@@ -164,7 +144,7 @@ fn connect_and_disconnect_a_running_container() {
     daemon.berth(&["network", "connect", "--alias", "b0x", "extra", "box"]).success();
     let interfaces = daemon.berth(&["exec", "box", "ls", "/sys/class/net"]).success().stdout;
     assert_eq!(interfaces.split_whitespace().collect::<Vec<_>>(), ["eth0", "eth1", "lo"]);
-    let settings = inspect(&daemon, "box")["NetworkSettings"]["Networks"].clone();
+    let settings = daemon.inspect("box")["NetworkSettings"]["Networks"].clone();
     assert!(settings["extra"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty()), "{settings}");
     // The peer learns the newcomer's names.
     let hosts = daemon.berth(&["exec", "peer", "cat", "/etc/hosts"]).success().stdout;
@@ -184,7 +164,7 @@ fn connect_and_disconnect_a_running_container() {
     daemon.berth(&["start", "box"]).success();
     let out = daemon.berth(&["exec", "box", "wget", "-qO-", "http://peer/"]).success();
     assert_eq!(out.stdout, "hello from berth\n");
-    let settings = inspect(&daemon, "box")["NetworkSettings"]["Networks"].clone();
+    let settings = daemon.inspect("box")["NetworkSettings"]["Networks"].clone();
     assert!(settings["bridge"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty()), "{settings}");
     assert!(settings["extra"]["IPAddress"].as_str().is_some_and(|a| !a.is_empty()), "{settings}");
 
@@ -229,7 +209,7 @@ fn none_host_and_container_modes() {
 
     daemon.berth(&["run", "-d", "--name", "owner", &image, "sleep", "1000"]).success();
     let mac =
-        inspect(&daemon, "owner")["NetworkSettings"]["Networks"]["bridge"]["MacAddress"].as_str().unwrap().to_string();
+        daemon.inspect("owner")["NetworkSettings"]["Networks"]["bridge"]["MacAddress"].as_str().unwrap().to_string();
     let out =
         daemon.berth(&["run", "--rm", "--network", "container:owner", &image, "cat", "/sys/class/net/eth0/address"]);
     assert_eq!(out.stdout.trim(), mac, "{}", out.stderr);
@@ -293,12 +273,12 @@ fn networks_are_reclaimed_after_a_daemon_crash() {
     std::thread::sleep(Duration::from_secs(3));
     daemon.start_again();
     wait_until("quitter to be seen exited", Duration::from_secs(15), || {
-        inspect(&daemon, "quitter")["State"]["Status"] == "exited"
+        daemon.inspect("quitter")["State"]["Status"] == "exited"
     });
     wait_until("quitter's address to be released", Duration::from_secs(15), || {
         daemon.leftover_network().iter().filter(|l| l.starts_with("lease")).count() == 1
     });
-    let quitter = inspect(&daemon, "quitter");
+    let quitter = daemon.inspect("quitter");
     assert_eq!(quitter["NetworkSettings"]["Networks"]["bridge"]["IPAddress"], "", "{}", quitter["NetworkSettings"]);
     assert_eq!(quitter["NetworkSettings"]["SandboxKey"], "");
     // keep's network survived the crash and the restart.

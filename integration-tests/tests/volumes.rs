@@ -7,12 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use berth_integration_tests::{Daemon, Registry, fixtures, require_root};
 
 fn setup() -> (Registry, Daemon, String) {
-    let registry = Registry::start();
-    fixtures::push_webserver(&registry.address, "web:latest");
-    let daemon = Daemon::start();
-    let image = format!("{}/web:latest", registry.address);
-    daemon.berth(&["pull", "-q", &image]).success();
-    (registry, daemon, image)
+    berth_integration_tests::daemon_with_image(fixtures::push_webserver, "web:latest")
 }
 
 /// `inspect` of a container, `volume inspect` of a volume.

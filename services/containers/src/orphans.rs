@@ -1,6 +1,7 @@
-//! Rootfs snapshots that no container record owns: what a daemon killed between preparing
-//! a container's snapshot and storing its record leaves behind. Found at start by the
-//! snapshot label every container rootfs carries, and removed.
+//! What a daemon killed in the middle of creating or starting a container leaves behind,
+//! found and removed at start: rootfs snapshots that no container record owns (killed
+//! between preparing the snapshot and storing the record), and shims of containers whose
+//! start was never recorded (killed between spawning the shim and recording the start).
 
 use std::collections::BTreeSet;
 
@@ -11,9 +12,25 @@ use futures::StreamExt;
 
 use crate::create::SNAPSHOT_CONTAINER_LABEL;
 use crate::error::{Error, Result};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{SHIM_CONNECT_TIMEOUT, Supervisor};
+use berth_proto::containers::v1::Container;
+use berth_proto::shim::v1 as shim;
 
 impl Supervisor {
+    /// Undoes a start that a crash interrupted: the container stays as recorded (created
+    /// or exited), so its half-started shim and process go, and the bundle with them.
+    pub async fn abandon_start(&self, ns: &Namespace, container: &Container) {
+        let socket = self.shim_socket(ns, &container.id);
+        if let Ok(mut shim_client) = crate::shims::connect(&socket, SHIM_CONNECT_TIMEOUT).await {
+            let kill = shim::KillRequest { exec_id: String::new(), signal: libc::SIGKILL as u32, all: true };
+            let _ = shim_client.kill(kill).await;
+            let _ = shim_client.shutdown(shim::ShutdownRequest { now: true }).await;
+        }
+        // The runtime's own record and the rootfs mount, whether or not the shim answered.
+        self.force_cleanup(ns, &container.id, container).await;
+        tracing::info!(container = %container.id, "undid a start interrupted by a daemon crash");
+    }
+
     /// Removes container rootfs snapshots created before `started` whose container does
     /// not exist. Snapshots made after `started` may belong to a create still in flight.
     /// Namespaces are those of the stored containers plus the default one.

@@ -26,7 +26,7 @@ pub const MIN_RESTART_DELAY: Duration = Duration::from_millis(100);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 /// A container that ran at least this long resets its restart back-off.
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
-const SHIM_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const SHIM_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Exit status reported when a process's end could not be observed (Docker uses 255 too).
 pub const UNKNOWN_EXIT: i32 = 255;
 
@@ -426,7 +426,7 @@ impl Supervisor {
     }
 
     /// Removes runtime state and mounts of a task whose shim is gone.
-    async fn force_cleanup(&self, namespace: &Namespace, id: &str, container: &Container) {
+    pub(crate) async fn force_cleanup(&self, namespace: &Namespace, id: &str, container: &Container) {
         if let Ok(handler) = self.runtimes.get(&container.runtime)
             && let Some(path) = handler.path
         {
@@ -667,11 +667,13 @@ impl Supervisor {
         let mut tasks = Vec::new();
         for (namespace, container) in containers {
             let status = container.state.as_ref().map(|s| s.status).unwrap_or_default();
-            if !is_running(status) {
-                continue;
-            }
             let supervisor = self.clone();
-            tasks.push(tokio::spawn(async move { supervisor.recover_one(namespace, container).await }));
+            if is_running(status) {
+                tasks.push(tokio::spawn(async move { supervisor.recover_one(namespace, container).await }));
+            } else if self.task_dir(&namespace, &container.id).exists() {
+                // The daemon died in the middle of starting it: the start never counted.
+                tasks.push(tokio::spawn(async move { supervisor.abandon_start(&namespace, &container).await }));
+            }
         }
         for task in tasks {
             let _ = task.await;
