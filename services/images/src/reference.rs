@@ -157,17 +157,11 @@ mod tests {
         use super::super::*;
 
         include!("../../../fuzz/checks/image_ref.rs");
+        include!("../../../fuzz/checks/corpus.rs");
 
         #[test]
         fn corpus_holds() {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image_ref");
-            let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-            files.sort();
-            assert!(!files.is_empty(), "no corpus in {}", dir.display());
-            for file in files {
-                eprintln!("{}", file.display());
-                check(&std::fs::read(&file).unwrap());
-            }
+            check_corpus("image_ref", check);
         }
     }
 

@@ -348,17 +348,11 @@ mod tests {
         use crate::unpack::Unpacker;
 
         include!("../../../../fuzz/checks/layer_tar.rs");
+        include!("../../../../fuzz/checks/corpus.rs");
 
         #[test]
         fn corpus_holds() {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/layer_tar");
-            let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-            files.sort();
-            assert!(!files.is_empty(), "no corpus in {}", dir.display());
-            for file in files {
-                eprintln!("{}", file.display());
-                check(&std::fs::read(&file).unwrap());
-            }
+            check_corpus("layer_tar", check);
         }
     }
 }
